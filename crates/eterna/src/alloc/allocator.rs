@@ -1,0 +1,786 @@
+//! [`Allocator`]: pymalloc's design inside a file, with the fixes pymalloc never got.
+//!
+//! - Blocks of up to 512 bytes come from 16 KiB pools of one size class (16-byte steps);
+//!   pools live in 1 MiB arenas. Larger objects are runs of 4 KiB pages in large arenas;
+//!   objects larger than a large arena span whole arenas.
+//! - Allocation state is in side bitmaps and descriptors at the start of each arena, never
+//!   in the pages that hold blocks.
+//! - A class fills its lowest-addressed partly-full pool first; a new pool comes from the
+//!   most-full arena (Evan Jones, 2005), so that emptier arenas drain and can be given back.
+//! - Empty pools, freed page runs and empty arenas are punched out of the file, less a
+//!   self-tuned spare (see [`super::spare`]).
+
+use super::layout::*;
+use super::spare::{SparePolicy, MIN_SPARE};
+use super::state::{huge_usable, Arena, State, CONTROL, LARGE_PAGES, SMALL_POOLS, TAIL};
+use super::stats::{ClassStats, Stats};
+use crate::error::{AllocError, Corruption, FreeError, OpenError};
+use crate::format::{
+    meta_slot_offset, Header, HeaderError, Meta, ARENA, CONTROL_RESERVED, FORMAT_VERSION, HEADER_LEN,
+    MAGIC, META_LEN, PAGE, POOL,
+};
+use crate::region::{Access, Region};
+use std::collections::BTreeSet;
+use std::io;
+use std::path::Path;
+
+/// Pools emptied (or page runs freed) between two automatic release passes.
+const RELEASE_BATCH: u32 = 64;
+
+/// A heap file's allocator. Offsets it hands out are file offsets; they stay valid across
+/// reopening and in every process that maps the file.
+pub struct Allocator {
+    region: Region,                // the file and its mapping
+    header: Header,                // the immutable header
+    meta: Meta,                    // the state to publish at the next flush
+    meta_slot: usize,              // the slot holding the last published meta
+    st: State,                     // the in-memory index of the side metadata
+    current: [u32; NCLASSES],      // per class: the pool to allocate from next, or 0
+    policy: SparePolicy,           // how many empty pools to keep
+    pending: u32,                  // pools emptied or runs freed since the last release
+    touched: BTreeSet<u32>,        // small arenas that emptied a pool since the last release
+    large_dirty: BTreeSet<u32>,    // large arenas with freed pages still holding disk blocks
+    dirty: bool,                   // changed since the last flush
+}
+
+fn not_eterna(b: &[u8]) -> bool {
+    b.len() < MAGIC.len() || b[..MAGIC.len()] != MAGIC
+}
+
+impl Allocator {
+    /// Creates a new, empty heap file at `path`; fails if the file exists.
+    pub fn create(path: &Path) -> Result<Allocator, OpenError> {
+        let mut region = Region::create_new(path, ARENA, CONTROL_RESERVED)?;
+        let mut seed = [0u8; 8];
+        getrandom::fill(&mut seed).map_err(|e| io::Error::other(e.to_string()))?;
+        let header = Header { version: FORMAT_VERSION, seed: u64::from_le_bytes(seed) };
+        header.encode(region.bytes_mut(0, HEADER_LEN)?);
+        let meta = Meta { txn_id: 1, spare_target: MIN_SPARE, ..Meta::default() };
+        meta.encode(region.bytes_mut(meta_slot_offset(1), META_LEN)?);
+        region.sync()?;
+        Ok(Self::assemble(region, header, meta, 1, State::empty(0)))
+    }
+
+    /// Opens an existing heap file. A read-only allocator reads and reports but never
+    /// writes the file.
+    pub fn open(path: &Path, access: Access) -> Result<Allocator, OpenError> {
+        let region = Region::open(path, access)?;
+        let len = region.len();
+        let head = region.bytes(0, (len.min(HEADER_LEN as u64)) as usize)?;
+        if not_eterna(head) {
+            return Err(OpenError::NotEterna);
+        }
+        if len < CONTROL_RESERVED {
+            return Err(OpenError::Truncated { len, expected: ARENA });
+        }
+        let header = Header::decode(region.bytes(0, HEADER_LEN)?).map_err(|e| match e {
+            HeaderError::NotEterna => OpenError::NotEterna,
+            HeaderError::Version(found) => OpenError::UnsupportedVersion { found, supported: FORMAT_VERSION },
+            HeaderError::Geometry { .. } => OpenError::UnsupportedVersion {
+                found: FORMAT_VERSION,
+                supported: FORMAT_VERSION,
+            },
+            HeaderError::Checksum => OpenError::Corrupt(Corruption::new(0, "file header checksum mismatch")),
+        })?;
+        let slots = [0, 1].map(|i| Meta::decode(region.bytes(meta_slot_offset(i), META_LEN).ok()?));
+        let (slot, meta) = match slots {
+            [Some(a), Some(b)] if b.txn_id > a.txn_id => (1, b),
+            [Some(a), _] => (0, a),
+            [None, Some(b)] => (1, b),
+            [None, None] => {
+                return Err(OpenError::Corrupt(Corruption::new(
+                    meta_slot_offset(0),
+                    "neither meta slot is valid",
+                )))
+            }
+        };
+        let expected = meta
+            .arenas
+            .checked_add(1)
+            .and_then(|n| n.checked_mul(ARENA))
+            .filter(|_| meta.arenas < u32::MAX as u64)
+            .ok_or_else(|| Corruption::new(meta_slot_offset(slot), "impossible arena count"))?;
+        if len < expected {
+            return Err(OpenError::Truncated { len, expected });
+        }
+        let st = State::scan(&region, meta.arenas as u32)?;
+        Ok(Self::assemble(region, header, meta, slot, st))
+    }
+
+    fn assemble(region: Region, header: Header, meta: Meta, slot: usize, st: State) -> Allocator {
+        let mut a = Allocator {
+            region,
+            header,
+            policy: SparePolicy::new(meta.spare_target),
+            meta,
+            meta_slot: slot,
+            st,
+            current: [0; NCLASSES],
+            pending: 0,
+            touched: BTreeSet::new(),
+            large_dirty: BTreeSet::new(),
+            dirty: false,
+        };
+        for c in 0..NCLASSES {
+            a.current[c] = a.st.partial[c].first().copied().unwrap_or(0);
+        }
+        a.large_dirty = (1..a.st.arenas.len() as u32)
+            .filter(|&x| a.st.arenas[x as usize].kind == kind::LARGE && a.large_resident_any(x))
+            .collect();
+        a
+    }
+
+    fn large_resident_any(&self, a: u32) -> bool {
+        self.region
+            .bytes(arena_base(a) + L_RESIDENT, 32)
+            .map(|b| b.iter().any(|&x| x != 0))
+            .unwrap_or(false)
+    }
+
+    /// The file header (format version, hash seed).
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The region, for the layers above to read and write block contents.
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// Borrows the `len` bytes of a block at `off`.
+    pub fn bytes(&self, off: u64, len: usize) -> Result<&[u8], Corruption> {
+        Ok(self.region.bytes(off, len)?)
+    }
+
+    /// Borrows the `len` bytes at `off` for writing. Only blocks this allocator handed out
+    /// and that no reader can see may be written.
+    pub fn bytes_mut(&mut self, off: u64, len: usize) -> Result<&mut [u8], AllocError> {
+        if !self.region.writable() {
+            return Err(AllocError::ReadOnly);
+        }
+        Ok(self.region.bytes_mut(off, len)?)
+    }
+
+    fn writable(&self) -> bool {
+        self.region.writable()
+    }
+
+    // ----- allocation -------------------------------------------------------------------
+
+    /// Allocates a block of at least `size` bytes and returns its file offset. The block's
+    /// contents are unspecified.
+    pub fn alloc(&mut self, size: usize) -> Result<u64, AllocError> {
+        if !self.writable() {
+            return Err(AllocError::ReadOnly);
+        }
+        self.dirty = true;
+        if size <= SMALL_MAX {
+            return self.alloc_small(class_of(size));
+        }
+        let pages = (size as u64).div_ceil(PAGE);
+        if pages <= LARGE_MAX_PAGES {
+            self.alloc_large(pages as u16)
+        } else {
+            self.alloc_huge(size)
+        }
+    }
+
+    fn alloc_small(&mut self, c: usize) -> Result<u64, AllocError> {
+        let mut p = self.current[c];
+        if p == 0 {
+            p = self.take_pool(c)?;
+        }
+        let cap = class_cap(c) as u64;
+        let words = cap.div_ceil(64) as usize;
+        let bits = self.region.bytes_mut(bitmap_off(p), words * 8)?;
+        let mut found = None;
+        for (w, chunk) in bits.chunks_exact_mut(8).enumerate() {
+            let v = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+            let valid = if (w as u64 + 1) * 64 <= cap { !0u64 } else { (1u64 << (cap % 64)) - 1 };
+            let free = !v & valid;
+            if free != 0 {
+                let b = free.trailing_zeros() as u64;
+                chunk.copy_from_slice(&(v | 1 << b).to_le_bytes());
+                found = Some(w as u64 * 64 + b);
+                break;
+            }
+        }
+        let idx = found.ok_or_else(|| Corruption::new(bitmap_off(p), "partly-full pool has no free block"))?;
+        let d = desc_off(p);
+        let nlive = self.region.u16_at(d + D_NLIVE)? + 1;
+        self.region.set_u16(d + D_NLIVE, nlive)?;
+        if nlive as u64 == cap {
+            self.st.partial[c].remove(&p);
+            self.current[c] = self.st.partial[c].first().copied().unwrap_or(0);
+        }
+        let size = class_size(c);
+        self.st.live.blocks += 1;
+        self.st.live.bytes += size;
+        self.st.live.class_blocks[c] += 1;
+        Ok(pool_base(p) + idx * size)
+    }
+
+    /// Takes an empty pool into use for class `c`: a spare pool if there is one (in the
+    /// most-full arena holding spares), else a hole in the most-full small arena, else a
+    /// pool of a newly activated arena.
+    fn take_pool(&mut self, c: usize) -> Result<u32, AllocError> {
+        let spare = self
+            .st
+            .spare
+            .iter()
+            .copied()
+            .min_by_key(|&p| (self.st.arenas[pool_split(p).0 as usize].free_pools, p));
+        let (p, was_hole) = match spare {
+            Some(p) => (p, false),
+            None => {
+                let a = match (1..=SMALL_POOLS as usize).find_map(|k| self.st.small_by_free[k].first().copied()) {
+                    Some(a) => a,
+                    None => self.activate(kind::SMALL, 1)?,
+                };
+                let mut hole = None;
+                for i in 1..=SMALL_POOLS as u64 {
+                    if self.region.u8_at(desc_off(pool_id(a, i)) + D_STATE)? == state::HOLE {
+                        hole = Some(pool_id(a, i));
+                        break;
+                    }
+                }
+                let p = hole.ok_or_else(|| Corruption::new(arena_base(a), "arena counts a free pool it lacks"))?;
+                self.region.reserve(pool_base(p), POOL)?;
+                (p, true)
+            }
+        };
+        let (a, _) = pool_split(p);
+        let d = desc_off(p);
+        self.region.set_u8(d + D_CLASS, c as u8 + 1)?;
+        self.region.set_u8(d + D_STATE, state::IN_USE)?;
+        self.region.set_u16(d + D_NLIVE, 0)?;
+        self.region.set_u64(d + D_BIRTH, self.meta.txn_id)?;
+        if !was_hole {
+            self.st.spare.remove(&p);
+            self.st.arenas[a as usize].spare_pools -= 1;
+        }
+        let free = self.st.arenas[a as usize].free_pools - 1;
+        self.st.set_free_pools(a, free);
+        self.st.partial[c].insert(p);
+        self.st.live.class_pools[c] += 1;
+        self.current[c] = self.st.partial[c].first().copied().unwrap_or(p);
+        self.policy.on_take(p, was_hole);
+        self.meta.pools_total += 1;
+        Ok(p)
+    }
+
+    /// Activates `span` consecutive free arenas as `kind` (growing the file if needed) and
+    /// reserves their metadata; returns the first.
+    fn activate(&mut self, kind: u8, span: u32) -> Result<u32, AllocError> {
+        let a = match self.find_free_run(span) {
+            Some(a) => a,
+            None => self.grow_for(span)?,
+        };
+        let base = arena_base(a);
+        let reserve = match kind {
+            kind::SMALL => POOL,
+            kind::LARGE => PAGE,
+            _ => span as u64 * ARENA,
+        };
+        self.region.reserve(base, reserve)?;
+        self.region.set_u8(base + A_KIND, kind)?;
+        for x in a..a + span {
+            self.st.free_arenas.remove(&x);
+            self.st.arenas[x as usize] = Arena { kind: TAIL, ..Arena::default() };
+        }
+        self.st.arenas[a as usize].kind = kind;
+        match kind {
+            kind::SMALL => self.st.set_free_pools(a, SMALL_POOLS),
+            kind::LARGE => {
+                self.region.set_u8(base + L_INUSE, 1)?;
+                self.st.set_free_pages(a, LARGE_PAGES);
+            }
+            _ => self.st.arenas[a as usize].span = span,
+        }
+        self.st.live.arenas += span as u64;
+        self.meta.arenas_total += span as u64;
+        self.meta.arenas_highwater = self.meta.arenas_highwater.max(self.st.live.arenas);
+        Ok(a)
+    }
+
+    /// The first of `span` consecutive free arenas, if there are any.
+    fn find_free_run(&self, span: u32) -> Option<u32> {
+        let mut start = 0u32;
+        let mut len = 0u32;
+        for &a in &self.st.free_arenas {
+            if len > 0 && a == start + len {
+                len += 1;
+            } else {
+                start = a;
+                len = 1;
+            }
+            if len == span {
+                return Some(start);
+            }
+        }
+        None
+    }
+
+    /// Grows the file so that `span` free arenas end it, reusing free arenas already at the
+    /// end; returns the first of them.
+    fn grow_for(&mut self, span: u32) -> Result<u32, AllocError> {
+        let n = self.meta.arenas as u32;
+        let mut first = n + 1;
+        while first > 1 && self.st.free_arenas.contains(&(first - 1)) {
+            first -= 1;
+        }
+        let need = (first + span - 1).saturating_sub(n);
+        if n as u64 + need as u64 >= u32::MAX as u64 {
+            return Err(AllocError::TooLarge { size: span as usize * ARENA as usize });
+        }
+        let new_n = n + need;
+        self.region.grow((new_n as u64 + 1) * ARENA)?;
+        self.meta.arenas = new_n as u64;
+        self.st.arenas.resize(new_n as usize + 1, Arena::default());
+        self.st.free_arenas.extend(n + 1..=new_n);
+        Ok(first)
+    }
+
+    fn alloc_large(&mut self, pages: u16) -> Result<u64, AllocError> {
+        let mut chosen = None;
+        for &(free, a) in &self.st.large_free {
+            if free < pages {
+                continue;
+            }
+            if let Some(start) = self.find_run(a, pages)? {
+                chosen = Some((a, start));
+                break;
+            }
+        }
+        let (a, start) = match chosen {
+            Some(x) => x,
+            None => {
+                let a = self.activate(kind::LARGE, 1)?;
+                (a, 1)
+            }
+        };
+        let base = arena_base(a);
+        let run = start as u64..start as u64 + pages as u64;
+        let resident = self.region.bytes(base + L_RESIDENT, 32)?;
+        if run.clone().any(|q| resident[(q / 8) as usize] & (1 << (q % 8)) == 0) {
+            self.region.reserve(page_base(a, run.start), pages as u64 * PAGE)?;
+        }
+        for q in run.clone() {
+            let (byte, mask) = ((q / 8), 1u8 << (q % 8));
+            let r = self.region.u8_at(base + L_RESIDENT + byte)?;
+            self.region.set_u8(base + L_RESIDENT + byte, r & !mask)?;
+            let u = self.region.u8_at(base + L_INUSE + byte)?;
+            self.region.set_u8(base + L_INUSE + byte, u | mask)?;
+        }
+        self.region.set_u16(base + L_RUNLEN + 2 * start as u64, pages)?;
+        let free = self.st.arenas[a as usize].free_pages - pages;
+        self.st.set_free_pages(a, free);
+        self.st.live.large_runs += 1;
+        self.st.live.blocks += 1;
+        self.st.live.bytes += pages as u64 * PAGE;
+        Ok(page_base(a, start as u64))
+    }
+
+    /// First run of `n` free pages in large arena `a`, lowest address first.
+    fn find_run(&self, a: u32, n: u16) -> Result<Option<u16>, AllocError> {
+        let inuse = self.region.bytes(arena_base(a) + L_INUSE, 32)?;
+        let mut run = 0u16;
+        for q in 1..256u16 {
+            if inuse[(q / 8) as usize] & (1 << (q % 8)) == 0 {
+                run += 1;
+                if run == n {
+                    return Ok(Some(q + 1 - n));
+                }
+            } else {
+                run = 0;
+            }
+        }
+        Ok(None)
+    }
+
+    fn alloc_huge(&mut self, size: usize) -> Result<u64, AllocError> {
+        let span = (size as u64 + PAGE).div_ceil(ARENA);
+        let span = u32::try_from(span).map_err(|_| AllocError::TooLarge { size })?;
+        let a = self.activate(kind::HUGE, span)?;
+        let base = arena_base(a);
+        self.region.bytes_mut(base + A_SPAN, 4)?.copy_from_slice(&span.to_le_bytes());
+        self.region.set_u64(base + A_LEN, size as u64)?;
+        self.st.live.huge += 1;
+        self.st.live.blocks += 1;
+        self.st.live.bytes += huge_usable(span);
+        Ok(base + PAGE)
+    }
+
+    // ----- freeing ----------------------------------------------------------------------
+
+    /// Frees the block at `off`. An offset that is not a live block is an error and changes
+    /// nothing.
+    pub fn free(&mut self, off: u64) -> Result<(), FreeError> {
+        if !self.writable() {
+            return Err(FreeError::ReadOnly);
+        }
+        let not = FreeError::NotAllocated { offset: off };
+        let a = arena_of(off);
+        if a == 0 || a >= self.st.arenas.len() as u64 {
+            return Err(not);
+        }
+        let a = a as u32;
+        self.dirty = true;
+        match self.st.arenas[a as usize].kind {
+            kind::SMALL => self.free_small(off),
+            kind::LARGE => self.free_large(a, off),
+            kind::HUGE if off == arena_base(a) + PAGE => self.free_huge(a),
+            _ => Err(not),
+        }
+    }
+
+    fn free_small(&mut self, off: u64) -> Result<(), FreeError> {
+        let not = FreeError::NotAllocated { offset: off };
+        let p = (off / POOL) as u32;
+        let (a, i) = pool_split(p);
+        let d = desc_off(p);
+        if i == 0 || self.region.u8_at(d + D_STATE)? != state::IN_USE {
+            return Err(not);
+        }
+        let class = self.region.u8_at(d + D_CLASS)?;
+        if class == 0 || class as usize > NCLASSES {
+            return Err(Corruption::new(d, format!("pool of unknown size class {class}")).into());
+        }
+        let c = class as usize - 1;
+        let size = class_size(c);
+        let rel = off - pool_base(p);
+        let cap = class_cap(c) as u64;
+        if rel % size != 0 || rel / size >= cap {
+            return Err(not);
+        }
+        let idx = rel / size;
+        let byte_off = bitmap_off(p) + idx / 8;
+        let byte = self.region.u8_at(byte_off)?;
+        let mask = 1u8 << (idx % 8);
+        if byte & mask == 0 {
+            return Err(not);
+        }
+        self.region.set_u8(byte_off, byte & !mask)?;
+        let nlive = self.region.u16_at(d + D_NLIVE)?;
+        if nlive == 0 {
+            return Err(Corruption::new(d, "pool with a live block counts none").into());
+        }
+        let nlive = nlive - 1;
+        self.region.set_u16(d + D_NLIVE, nlive)?;
+        self.st.live.blocks -= 1;
+        self.st.live.bytes -= size;
+        self.st.live.class_blocks[c] -= 1;
+        if nlive as u64 == cap - 1 {
+            self.st.partial[c].insert(p);
+            if self.current[c] == 0 || p < self.current[c] {
+                self.current[c] = p;
+            }
+        }
+        if nlive == 0 {
+            self.pool_emptied(a, p, c)?;
+        }
+        Ok(())
+    }
+
+    /// Pool `p` of class `c` (in arena `a`) holds no block any more: it joins the spare.
+    fn pool_emptied(&mut self, a: u32, p: u32, c: usize) -> Result<(), FreeError> {
+        self.st.partial[c].remove(&p);
+        if self.current[c] == p {
+            self.current[c] = self.st.partial[c].first().copied().unwrap_or(0);
+        }
+        let d = desc_off(p);
+        self.region.set_u8(d + D_CLASS, 0)?;
+        self.region.set_u8(d + D_STATE, state::SPARE)?;
+        self.st.live.class_pools[c] -= 1;
+        self.st.spare.insert(p);
+        self.st.arenas[a as usize].spare_pools += 1;
+        let free = self.st.arenas[a as usize].free_pools + 1;
+        self.st.set_free_pools(a, free);
+        self.touched.insert(a);
+        self.pending += 1;
+        if self.pending >= RELEASE_BATCH || free == SMALL_POOLS {
+            self.release()?;
+        }
+        Ok(())
+    }
+
+    fn free_large(&mut self, a: u32, off: u64) -> Result<(), FreeError> {
+        let not = FreeError::NotAllocated { offset: off };
+        let base = arena_base(a);
+        let rel = off - base;
+        let q = rel / PAGE;
+        if rel % PAGE != 0 || q == 0 {
+            return Err(not);
+        }
+        let n = self.region.u16_at(base + L_RUNLEN + 2 * q)?;
+        if n == 0 {
+            return Err(not);
+        }
+        if q + n as u64 > 256 {
+            return Err(Corruption::new(base + L_RUNLEN + 2 * q, "run past the arena's end").into());
+        }
+        for x in q..q + n as u64 {
+            let (byte, mask) = (x / 8, 1u8 << (x % 8));
+            let u = self.region.u8_at(base + L_INUSE + byte)?;
+            self.region.set_u8(base + L_INUSE + byte, u & !mask)?;
+            let r = self.region.u8_at(base + L_RESIDENT + byte)?;
+            self.region.set_u8(base + L_RESIDENT + byte, r | mask)?;
+        }
+        self.region.set_u16(base + L_RUNLEN + 2 * q, 0)?;
+        let free = self.st.arenas[a as usize].free_pages + n;
+        self.st.set_free_pages(a, free);
+        self.st.live.large_runs -= 1;
+        self.st.live.blocks -= 1;
+        self.st.live.bytes -= n as u64 * PAGE;
+        self.large_dirty.insert(a);
+        self.pending += 1;
+        if self.pending >= RELEASE_BATCH || free == LARGE_PAGES {
+            self.release()?;
+        }
+        Ok(())
+    }
+
+    fn free_huge(&mut self, a: u32) -> Result<(), FreeError> {
+        let span = self.st.arenas[a as usize].span;
+        self.st.live.huge -= 1;
+        self.st.live.blocks -= 1;
+        self.st.live.bytes -= huge_usable(span);
+        self.reclaim(a, span)?;
+        Ok(())
+    }
+
+    /// Gives `span` arenas starting at `a` back to the filesystem; they become free.
+    fn reclaim(&mut self, a: u32, span: u32) -> io::Result<()> {
+        let base = arena_base(a);
+        if !self.region.punch(base, span as u64 * ARENA)? {
+            // No hole punching here: at least make the arenas read as free.
+            let meta_len = match self.st.arenas[a as usize].kind {
+                kind::SMALL => POOL,
+                _ => PAGE,
+            };
+            self.region.bytes_mut(base, meta_len as usize).map_err(|e| io::Error::other(format!("{e:?}")))?.fill(0);
+        }
+        match self.st.arenas[a as usize].kind {
+            kind::SMALL => self.st.set_free_pools(a, 0),
+            kind::LARGE => self.st.set_free_pages(a, 0),
+            _ => {}
+        }
+        for x in a..a + span {
+            self.st.arenas[x as usize] = Arena::default();
+            self.st.free_arenas.insert(x);
+        }
+        self.st.live.arenas -= span as u64;
+        self.meta.arenas_reclaimed += span as u64;
+        Ok(())
+    }
+
+    // ----- giving memory back -----------------------------------------------------------
+
+    /// Runs a release pass: punches empty pools beyond the spare target, freed page runs,
+    /// and arenas left with nothing in them. Runs by itself every 64 emptied pools or freed
+    /// runs and whenever an arena empties; [`flush`](Self::flush) runs one too.
+    pub fn release(&mut self) -> io::Result<()> {
+        if !self.writable() {
+            return Ok(());
+        }
+        let keep = self.policy.begin_pass(self.st.pools_in_use()) as usize;
+        let mut punched = BTreeSet::new();
+        if self.st.spare.len() > keep {
+            // Keep spares in arenas still in use, lowest address first, then the others.
+            let in_use = |s: &State, p: u32| s.arenas[pool_split(p).0 as usize].free_pools < SMALL_POOLS;
+            let mut order: Vec<u32> = self.st.spare.iter().copied().filter(|&p| in_use(&self.st, p)).collect();
+            order.extend(self.st.spare.iter().copied().filter(|&p| !in_use(&self.st, p)));
+            let mut drop: Vec<u32> = order[keep..].to_vec();
+            drop.sort_unstable();
+            let mut i = 0;
+            while i < drop.len() {
+                let mut j = i + 1;
+                while j < drop.len() && drop[j] == drop[j - 1] + 1 && pool_split(drop[j]).0 == pool_split(drop[i]).0 {
+                    j += 1;
+                }
+                self.region.punch(pool_base(drop[i]), (j - i) as u64 * POOL)?;
+                i = j;
+            }
+            for &p in &drop {
+                let (a, _) = pool_split(p);
+                let d = desc_off(p);
+                self.region.set_u8(d + D_STATE, state::HOLE).map_err(|e| io::Error::other(format!("{e:?}")))?;
+                self.st.spare.remove(&p);
+                self.st.arenas[a as usize].spare_pools -= 1;
+                self.touched.insert(a);
+                punched.insert(p);
+            }
+            self.meta.pools_punched += drop.len() as u64;
+        }
+        for a in std::mem::take(&mut self.large_dirty) {
+            self.punch_free_pages(a)?;
+        }
+        let candidates: Vec<u32> = std::mem::take(&mut self.touched).into_iter().collect();
+        for a in candidates {
+            let ar = self.st.arenas[a as usize];
+            let empty = match ar.kind {
+                kind::SMALL => ar.free_pools == SMALL_POOLS && ar.spare_pools == 0,
+                kind::LARGE => ar.free_pages == LARGE_PAGES,
+                _ => false,
+            };
+            if empty {
+                self.reclaim(a, 1)?;
+            }
+        }
+        self.policy.end_pass(punched);
+        self.meta.spare_target = self.policy.target();
+        self.meta.releases += 1;
+        self.pending = 0;
+        Ok(())
+    }
+
+    /// Punches the free pages of large arena `a` that still hold disk blocks.
+    fn punch_free_pages(&mut self, a: u32) -> io::Result<()> {
+        if self.st.arenas[a as usize].kind != kind::LARGE {
+            return Ok(());
+        }
+        let base = arena_base(a);
+        let oob = |e| io::Error::other(format!("{e:?}"));
+        let resident: Vec<u8> = self.region.bytes(base + L_RESIDENT, 32).map_err(oob)?.to_vec();
+        let is = |q: u64| resident[(q / 8) as usize] & (1 << (q % 8)) != 0;
+        let mut q = 1u64;
+        while q < 256 {
+            if !is(q) {
+                q += 1;
+                continue;
+            }
+            let start = q;
+            while q < 256 && is(q) {
+                q += 1;
+            }
+            self.region.punch(page_base(a, start), (q - start) * PAGE)?;
+        }
+        self.region.bytes_mut(base + L_RESIDENT, 32).map_err(oob)?.fill(0);
+        self.touched.insert(a);
+        Ok(())
+    }
+
+    // ----- durability and reporting -----------------------------------------------------
+
+    /// Runs a release pass and publishes the allocator's state in the next meta slot, with
+    /// the data synced before and the meta slot after.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if !self.writable() {
+            return Ok(());
+        }
+        self.release()?;
+        self.meta.txn_id += 1;
+        let slot = 1 - self.meta_slot;
+        self.region.sync()?;
+        let oob = |e| io::Error::other(format!("{e:?}"));
+        self.meta.encode(self.region.bytes_mut(meta_slot_offset(slot), META_LEN).map_err(oob)?);
+        self.region.sync()?;
+        self.meta_slot = slot;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Flushes and closes the heap.
+    pub fn close(mut self) -> io::Result<()> {
+        self.flush()
+    }
+
+    /// The usable size of the live block at `off`.
+    pub fn usable_size(&self, off: u64) -> Option<u64> {
+        let a = arena_of(off);
+        let ar = *self.st.arenas.get(a as usize)?;
+        match ar.kind {
+            kind::SMALL => {
+                let p = (off / POOL) as u32;
+                let d = desc_off(p);
+                let class = self.region.u8_at(d + D_CLASS).ok()? as usize;
+                if self.region.u8_at(d + D_STATE).ok()? != state::IN_USE || class == 0 || class > NCLASSES {
+                    return None;
+                }
+                let size = class_size(class - 1);
+                let rel = off - pool_base(p);
+                let idx = rel / size;
+                let live = self.region.u8_at(bitmap_off(p) + idx / 8).ok()? & (1 << (idx % 8)) != 0;
+                (rel % size == 0 && idx < class_cap(class - 1) as u64 && live).then_some(size)
+            }
+            kind::LARGE => {
+                let rel = off - arena_base(a as u32);
+                let n = self.region.u16_at(arena_base(a as u32) + L_RUNLEN + 2 * (rel / PAGE)).ok()?;
+                (rel % PAGE == 0 && rel > 0 && n > 0).then_some(n as u64 * PAGE)
+            }
+            kind::HUGE => (off == arena_base(a as u32) + PAGE).then_some(huge_usable(ar.span)),
+            _ => None,
+        }
+    }
+
+    /// The allocator's counters.
+    pub fn stats(&self) -> io::Result<Stats> {
+        let (file_bytes, disk_bytes) = self.region.sizes()?;
+        let live = &self.st.live;
+        let mut size_classes = Vec::new();
+        let mut bytes_free = 0;
+        for c in 0..NCLASSES {
+            let pools = live.class_pools[c];
+            let free = pools * class_cap(c) as u64 - live.class_blocks[c];
+            bytes_free += free * class_size(c);
+            if pools > 0 {
+                size_classes.push(ClassStats {
+                    size: class_size(c),
+                    pools,
+                    blocks_live: live.class_blocks[c],
+                    blocks_free: free,
+                });
+            }
+        }
+        bytes_free += self.st.large_free.iter().map(|&(f, _)| f as u64 * PAGE).sum::<u64>();
+        Ok(Stats {
+            arenas_allocated_total: self.meta.arenas_total,
+            arenas_reclaimed: self.meta.arenas_reclaimed,
+            arenas_highwater: self.meta.arenas_highwater,
+            arenas_current: live.arenas,
+            pools_current: self.st.pools_in_use(),
+            pools_spare: self.st.spare.len() as u64,
+            pools_allocated_total: self.meta.pools_total,
+            pools_reclaimed: self.meta.pools_punched,
+            blocks_live: live.blocks,
+            bytes_live: live.bytes,
+            bytes_free,
+            large_runs: live.large_runs,
+            huge_objects: live.huge,
+            file_bytes,
+            disk_bytes,
+            txn_id: self.meta.txn_id,
+            readers: 0,
+            spare_target: self.policy.target(),
+            releases: self.meta.releases,
+            size_classes,
+        })
+    }
+
+    /// Checks that the in-memory index agrees with a fresh scan of the side metadata, and
+    /// that the control arena is the only one of its kind.
+    pub fn verify(&self) -> Result<(), Corruption> {
+        let fresh = State::scan(&self.region, self.meta.arenas as u32)?;
+        if fresh != self.st {
+            return Err(Corruption::new(0, "allocator index disagrees with the side metadata"));
+        }
+        if self.st.arenas[0].kind != CONTROL {
+            return Err(Corruption::new(0, "arena 0 is not the control arena"));
+        }
+        for c in 0..NCLASSES {
+            if self.current[c] != self.st.partial[c].first().copied().unwrap_or(0) {
+                return Err(Corruption::new(pool_base(self.current[c]), "class cursor is not its first partial pool"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Allocator {
+    fn drop(&mut self) {
+        if self.dirty {
+            // Best effort: `close` reports errors; a drop cannot.
+            let _ = self.flush();
+        }
+    }
+}

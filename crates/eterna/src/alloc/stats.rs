@@ -1,0 +1,53 @@
+//! Allocator statistics. One macro list generates the counter struct and its names, so a
+//! counter is declared once and appears in `stats --json` automatically.
+
+macro_rules! counters {
+    ($($name:ident: $doc:literal,)*) => {
+        /// A snapshot of the allocator's counters; the keys of `eterna stats --json`.
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub struct Stats {
+            $(#[doc = $doc] pub $name: u64,)*
+            /// Per size class: block size, pools in use, live and free blocks.
+            pub size_classes: Vec<ClassStats>,
+        }
+
+        impl Stats {
+            /// Every counter's name and value, in declaration order.
+            pub fn counters(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($name), self.$name)),*]
+            }
+        }
+    };
+}
+
+counters! {
+    arenas_allocated_total: "Arenas ever taken into use (a reused arena counts again).",
+    arenas_reclaimed: "Arenas ever given back to the filesystem.",
+    arenas_highwater: "Most arenas in use at once.",
+    arenas_current: "Arenas in use now.",
+    pools_current: "Small pools holding at least one live block.",
+    pools_spare: "Empty small pools whose disk blocks are kept as spare.",
+    pools_allocated_total: "Small pools ever taken into use.",
+    pools_reclaimed: "Small pools ever punched out of the file.",
+    blocks_live: "Live blocks of every size.",
+    bytes_live: "Bytes in live blocks (block sizes, not requested sizes).",
+    bytes_free: "Bytes inside in-use pools and large arenas that hold no live block.",
+    large_runs: "Live page runs (objects of 513 bytes to one arena).",
+    huge_objects: "Live objects spanning whole arenas.",
+    file_bytes: "Logical size of the file.",
+    disk_bytes: "Bytes the file occupies on disk (st_blocks * 512).",
+    txn_id: "Transaction id of the state last published.",
+    readers: "Live readers pinning a snapshot.",
+    spare_target: "Empty pools the spare policy currently keeps.",
+    releases: "Release passes run (each punches what the spare policy gives back).",
+}
+
+/// Counters of one size class.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClassStats {
+    pub size: u64,        // block size in bytes
+    pub pools: u64,       // pools of this class in use
+    pub blocks_live: u64, // live blocks
+    pub blocks_free: u64, // free blocks in this class's pools
+}

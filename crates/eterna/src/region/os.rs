@@ -1,0 +1,71 @@
+//! The few operating-system calls the region needs, behind one small interface:
+//! reserving disk blocks, punching them out again, syncing, and asking how much of
+//! the file occupies the disk.
+
+use rustix::fs::{fallocate, fdatasync, fstat, FallocateFlags};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+/// Makes sure the file owns disk blocks for `off..off + len`, extending its size when the
+/// range reaches past the end. After this returns `Ok`, a store through a shared mapping into
+/// the range cannot fail for lack of space (no SIGBUS on a full disk).
+///
+/// Filesystems without `fallocate` get the same guarantee the slow way: the range is
+/// written with zeros, which allocates its blocks.
+pub fn reserve(file: &File, off: u64, len: u64) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    match fallocate(file, FallocateFlags::empty(), off, len) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::OPNOTSUPP => write_zeros(file, off, len),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Fallback for [`reserve`]: allocates blocks by writing zeros over the range.
+///
+/// Only used where `fallocate` is unsupported, so the range is known to be unused.
+fn write_zeros(file: &File, off: u64, len: u64) -> io::Result<()> {
+    const CHUNK: usize = 64 * 1024;
+    let zeros = vec![0u8; CHUNK];
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(CHUNK as u64) as usize;
+        file.write_all_at(&zeros[..n], off + done)?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
+/// Gives the disk blocks of `off..off + len` back to the filesystem; the range reads as
+/// zeros afterwards and the file keeps its size. Returns `Ok(false)` when the filesystem
+/// cannot punch holes (the data stays, nothing is lost, the space is just not returned).
+pub fn punch(file: &File, off: u64, len: u64) -> io::Result<bool> {
+    if len == 0 {
+        return Ok(true);
+    }
+    let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+    match fallocate(file, flags, off, len) {
+        Ok(()) => Ok(true),
+        Err(e) if e == rustix::io::Errno::OPNOTSUPP => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Flushes the file's data (and the metadata needed to read it back) to stable storage.
+pub fn sync_data(file: &File) -> io::Result<()> {
+    Ok(fdatasync(file)?)
+}
+
+/// The file's logical size and the bytes it occupies on disk (`st_blocks * 512`).
+pub fn sizes(file: &File) -> io::Result<(u64, u64)> {
+    let st = fstat(file)?;
+    Ok((st.st_size as u64, st.st_blocks as u64 * 512))
+}
+
+/// The operating system's page size.
+pub fn page_size() -> usize {
+    rustix::param::page_size()
+}
