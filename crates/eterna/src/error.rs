@@ -14,21 +14,33 @@ pub struct Corruption {
 
 impl Corruption {
     pub(crate) fn new(offset: u64, what: impl Into<String>) -> Corruption {
-        Corruption { offset, what: what.into() }
+        Corruption {
+            offset,
+            what: what.into(),
+        }
     }
 }
 
 impl fmt::Display for Corruption {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "corrupt heap at offset {:#x}: {}", self.offset, self.what)
+        write!(
+            f,
+            "corrupt heap at offset {:#x}: {}",
+            self.offset, self.what
+        )
     }
 }
+
+impl std::error::Error for Corruption {}
 
 impl From<OutOfBounds> for Corruption {
     fn from(e: OutOfBounds) -> Corruption {
         Corruption::new(
             e.offset,
-            format!("{} bytes at {:#x} lie past the end of the file ({} bytes)", e.len, e.offset, e.file_len),
+            format!(
+                "{} bytes at {:#x} lie past the end of the file ({} bytes)",
+                e.len, e.offset, e.file_len
+            ),
         )
     }
 }
@@ -158,7 +170,9 @@ pub enum FreeError {
 impl fmt::Display for FreeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FreeError::NotAllocated { offset } => write!(f, "offset {offset:#x} is not a live block"),
+            FreeError::NotAllocated { offset } => {
+                write!(f, "offset {offset:#x} is not a live block")
+            }
             FreeError::ReadOnly => write!(f, "the heap is open read-only"),
             FreeError::Io(e) => write!(f, "I/O error while freeing: {e}"),
             FreeError::Corrupt(c) => c.fmt(f),

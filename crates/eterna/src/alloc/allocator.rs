@@ -16,8 +16,8 @@ use super::state::{huge_usable, Arena, State, CONTROL, LARGE_PAGES, SMALL_POOLS,
 use super::stats::{ClassStats, Stats};
 use crate::error::{AllocError, Corruption, FreeError, OpenError};
 use crate::format::{
-    meta_slot_offset, Header, HeaderError, Meta, ARENA, CONTROL_RESERVED, FORMAT_VERSION, HEADER_LEN,
-    MAGIC, META_LEN, PAGE, POOL,
+    meta_slot_offset, Header, HeaderError, Meta, ARENA, CONTROL_RESERVED, FORMAT_VERSION,
+    HEADER_LEN, MAGIC, META_LEN, PAGE, POOL,
 };
 use crate::region::{Access, Region};
 use std::collections::BTreeSet;
@@ -30,17 +30,17 @@ const RELEASE_BATCH: u32 = 64;
 /// A heap file's allocator. Offsets it hands out are file offsets; they stay valid across
 /// reopening and in every process that maps the file.
 pub struct Allocator {
-    region: Region,                // the file and its mapping
-    header: Header,                // the immutable header
-    meta: Meta,                    // the state to publish at the next flush
-    meta_slot: usize,              // the slot holding the last published meta
-    st: State,                     // the in-memory index of the side metadata
-    current: [u32; NCLASSES],      // per class: the pool to allocate from next, or 0
-    policy: SparePolicy,           // how many empty pools to keep
-    pending: u32,                  // pools emptied or runs freed since the last release
-    touched: BTreeSet<u32>,        // small arenas that emptied a pool since the last release
-    large_dirty: BTreeSet<u32>,    // large arenas with freed pages still holding disk blocks
-    dirty: bool,                   // changed since the last flush
+    region: Region,             // the file and its mapping
+    header: Header,             // the immutable header
+    meta: Meta,                 // the state to publish at the next flush
+    meta_slot: usize,           // the slot holding the last published meta
+    st: State,                  // the in-memory index of the side metadata
+    current: [u32; NCLASSES],   // per class: the pool to allocate from next, or 0
+    policy: SparePolicy,        // how many empty pools to keep
+    pending: u32,               // pools emptied or runs freed since the last release
+    touched: BTreeSet<u32>,     // small arenas that emptied a pool since the last release
+    large_dirty: BTreeSet<u32>, // large arenas with freed pages still holding disk blocks
+    dirty: bool,                // changed since the last flush
 }
 
 fn not_eterna(b: &[u8]) -> bool {
@@ -53,9 +53,16 @@ impl Allocator {
         let mut region = Region::create_new(path, ARENA, CONTROL_RESERVED)?;
         let mut seed = [0u8; 8];
         getrandom::fill(&mut seed).map_err(|e| io::Error::other(e.to_string()))?;
-        let header = Header { version: FORMAT_VERSION, seed: u64::from_le_bytes(seed) };
+        let header = Header {
+            version: FORMAT_VERSION,
+            seed: u64::from_le_bytes(seed),
+        };
         header.encode(region.bytes_mut(0, HEADER_LEN)?);
-        let meta = Meta { txn_id: 1, spare_target: MIN_SPARE, ..Meta::default() };
+        let meta = Meta {
+            txn_id: 1,
+            spare_target: MIN_SPARE,
+            ..Meta::default()
+        };
         meta.encode(region.bytes_mut(meta_slot_offset(1), META_LEN)?);
         region.sync()?;
         Ok(Self::assemble(region, header, meta, 1, State::empty(0)))
@@ -71,16 +78,24 @@ impl Allocator {
             return Err(OpenError::NotEterna);
         }
         if len < CONTROL_RESERVED {
-            return Err(OpenError::Truncated { len, expected: ARENA });
+            return Err(OpenError::Truncated {
+                len,
+                expected: ARENA,
+            });
         }
         let header = Header::decode(region.bytes(0, HEADER_LEN)?).map_err(|e| match e {
             HeaderError::NotEterna => OpenError::NotEterna,
-            HeaderError::Version(found) => OpenError::UnsupportedVersion { found, supported: FORMAT_VERSION },
+            HeaderError::Version(found) => OpenError::UnsupportedVersion {
+                found,
+                supported: FORMAT_VERSION,
+            },
             HeaderError::Geometry { .. } => OpenError::UnsupportedVersion {
                 found: FORMAT_VERSION,
                 supported: FORMAT_VERSION,
             },
-            HeaderError::Checksum => OpenError::Corrupt(Corruption::new(0, "file header checksum mismatch")),
+            HeaderError::Checksum => {
+                OpenError::Corrupt(Corruption::new(0, "file header checksum mismatch"))
+            }
         })?;
         let slots = [0, 1].map(|i| Meta::decode(region.bytes(meta_slot_offset(i), META_LEN).ok()?));
         let (slot, meta) = match slots {
@@ -196,7 +211,11 @@ impl Allocator {
         let mut found = None;
         for (w, chunk) in bits.chunks_exact_mut(8).enumerate() {
             let v = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-            let valid = if (w as u64 + 1) * 64 <= cap { !0u64 } else { (1u64 << (cap % 64)) - 1 };
+            let valid = if (w as u64 + 1) * 64 <= cap {
+                !0u64
+            } else {
+                (1u64 << (cap % 64)) - 1
+            };
             let free = !v & valid;
             if free != 0 {
                 let b = free.trailing_zeros() as u64;
@@ -205,7 +224,8 @@ impl Allocator {
                 break;
             }
         }
-        let idx = found.ok_or_else(|| Corruption::new(bitmap_off(p), "partly-full pool has no free block"))?;
+        let idx = found
+            .ok_or_else(|| Corruption::new(bitmap_off(p), "partly-full pool has no free block"))?;
         let d = desc_off(p);
         let nlive = self.region.u16_at(d + D_NLIVE)? + 1;
         self.region.set_u16(d + D_NLIVE, nlive)?;
@@ -233,7 +253,9 @@ impl Allocator {
         let (p, was_hole) = match spare {
             Some(p) => (p, false),
             None => {
-                let a = match (1..=SMALL_POOLS as usize).find_map(|k| self.st.small_by_free[k].first().copied()) {
+                let a = match (1..=SMALL_POOLS as usize)
+                    .find_map(|k| self.st.small_by_free[k].first().copied())
+                {
                     Some(a) => a,
                     None => self.activate(kind::SMALL, 1)?,
                 };
@@ -244,7 +266,9 @@ impl Allocator {
                         break;
                     }
                 }
-                let p = hole.ok_or_else(|| Corruption::new(arena_base(a), "arena counts a free pool it lacks"))?;
+                let p = hole.ok_or_else(|| {
+                    Corruption::new(arena_base(a), "arena counts a free pool it lacks")
+                })?;
                 self.region.reserve(pool_base(p), POOL)?;
                 (p, true)
             }
@@ -286,7 +310,10 @@ impl Allocator {
         self.region.set_u8(base + A_KIND, kind)?;
         for x in a..a + span {
             self.st.free_arenas.remove(&x);
-            self.st.arenas[x as usize] = Arena { kind: TAIL, ..Arena::default() };
+            self.st.arenas[x as usize] = Arena {
+                kind: TAIL,
+                ..Arena::default()
+            };
         }
         self.st.arenas[a as usize].kind = kind;
         match kind {
@@ -331,7 +358,9 @@ impl Allocator {
         }
         let need = (first + span - 1).saturating_sub(n);
         if n as u64 + need as u64 >= u32::MAX as u64 {
-            return Err(AllocError::TooLarge { size: span as usize * ARENA as usize });
+            return Err(AllocError::TooLarge {
+                size: span as usize * ARENA as usize,
+            });
         }
         let new_n = n + need;
         self.region.grow((new_n as u64 + 1) * ARENA)?;
@@ -362,8 +391,12 @@ impl Allocator {
         let base = arena_base(a);
         let run = start as u64..start as u64 + pages as u64;
         let resident = self.region.bytes(base + L_RESIDENT, 32)?;
-        if run.clone().any(|q| resident[(q / 8) as usize] & (1 << (q % 8)) == 0) {
-            self.region.reserve(page_base(a, run.start), pages as u64 * PAGE)?;
+        if run
+            .clone()
+            .any(|q| resident[(q / 8) as usize] & (1 << (q % 8)) == 0)
+        {
+            self.region
+                .reserve(page_base(a, run.start), pages as u64 * PAGE)?;
         }
         for q in run.clone() {
             let (byte, mask) = ((q / 8), 1u8 << (q % 8));
@@ -372,7 +405,8 @@ impl Allocator {
             let u = self.region.u8_at(base + L_INUSE + byte)?;
             self.region.set_u8(base + L_INUSE + byte, u | mask)?;
         }
-        self.region.set_u16(base + L_RUNLEN + 2 * start as u64, pages)?;
+        self.region
+            .set_u16(base + L_RUNLEN + 2 * start as u64, pages)?;
         let free = self.st.arenas[a as usize].free_pages - pages;
         self.st.set_free_pages(a, free);
         self.st.live.large_runs += 1;
@@ -403,7 +437,9 @@ impl Allocator {
         let span = u32::try_from(span).map_err(|_| AllocError::TooLarge { size })?;
         let a = self.activate(kind::HUGE, span)?;
         let base = arena_base(a);
-        self.region.bytes_mut(base + A_SPAN, 4)?.copy_from_slice(&span.to_le_bytes());
+        self.region
+            .bytes_mut(base + A_SPAN, 4)?
+            .copy_from_slice(&span.to_le_bytes());
         self.region.set_u64(base + A_LEN, size as u64)?;
         self.st.live.huge += 1;
         self.st.live.blocks += 1;
@@ -517,7 +553,9 @@ impl Allocator {
             return Err(not);
         }
         if q + n as u64 > 256 {
-            return Err(Corruption::new(base + L_RUNLEN + 2 * q, "run past the arena's end").into());
+            return Err(
+                Corruption::new(base + L_RUNLEN + 2 * q, "run past the arena's end").into(),
+            );
         }
         for x in q..q + n as u64 {
             let (byte, mask) = (x / 8, 1u8 << (x % 8));
@@ -558,7 +596,10 @@ impl Allocator {
                 kind::SMALL => POOL,
                 _ => PAGE,
             };
-            self.region.bytes_mut(base, meta_len as usize).map_err(|e| io::Error::other(format!("{e:?}")))?.fill(0);
+            self.region
+                .bytes_mut(base, meta_len as usize)
+                .map_err(|e| io::Error::other(format!("{e:?}")))?
+                .fill(0);
         }
         match self.st.arenas[a as usize].kind {
             kind::SMALL => self.st.set_free_pools(a, 0),
@@ -587,24 +628,43 @@ impl Allocator {
         let mut punched = BTreeSet::new();
         if self.st.spare.len() > keep {
             // Keep spares in arenas still in use, lowest address first, then the others.
-            let in_use = |s: &State, p: u32| s.arenas[pool_split(p).0 as usize].free_pools < SMALL_POOLS;
-            let mut order: Vec<u32> = self.st.spare.iter().copied().filter(|&p| in_use(&self.st, p)).collect();
-            order.extend(self.st.spare.iter().copied().filter(|&p| !in_use(&self.st, p)));
+            let in_use =
+                |s: &State, p: u32| s.arenas[pool_split(p).0 as usize].free_pools < SMALL_POOLS;
+            let mut order: Vec<u32> = self
+                .st
+                .spare
+                .iter()
+                .copied()
+                .filter(|&p| in_use(&self.st, p))
+                .collect();
+            order.extend(
+                self.st
+                    .spare
+                    .iter()
+                    .copied()
+                    .filter(|&p| !in_use(&self.st, p)),
+            );
             let mut drop: Vec<u32> = order[keep..].to_vec();
             drop.sort_unstable();
             let mut i = 0;
             while i < drop.len() {
                 let mut j = i + 1;
-                while j < drop.len() && drop[j] == drop[j - 1] + 1 && pool_split(drop[j]).0 == pool_split(drop[i]).0 {
+                while j < drop.len()
+                    && drop[j] == drop[j - 1] + 1
+                    && pool_split(drop[j]).0 == pool_split(drop[i]).0
+                {
                     j += 1;
                 }
-                self.region.punch(pool_base(drop[i]), (j - i) as u64 * POOL)?;
+                self.region
+                    .punch(pool_base(drop[i]), (j - i) as u64 * POOL)?;
                 i = j;
             }
             for &p in &drop {
                 let (a, _) = pool_split(p);
                 let d = desc_off(p);
-                self.region.set_u8(d + D_STATE, state::HOLE).map_err(|e| io::Error::other(format!("{e:?}")))?;
+                self.region
+                    .set_u8(d + D_STATE, state::HOLE)
+                    .map_err(|e| io::Error::other(format!("{e:?}")))?;
                 self.st.spare.remove(&p);
                 self.st.arenas[a as usize].spare_pools -= 1;
                 self.touched.insert(a);
@@ -641,7 +701,11 @@ impl Allocator {
         }
         let base = arena_base(a);
         let oob = |e| io::Error::other(format!("{e:?}"));
-        let resident: Vec<u8> = self.region.bytes(base + L_RESIDENT, 32).map_err(oob)?.to_vec();
+        let resident: Vec<u8> = self
+            .region
+            .bytes(base + L_RESIDENT, 32)
+            .map_err(oob)?
+            .to_vec();
         let is = |q: u64| resident[(q / 8) as usize] & (1 << (q % 8)) != 0;
         let mut q = 1u64;
         while q < 256 {
@@ -655,7 +719,10 @@ impl Allocator {
             }
             self.region.punch(page_base(a, start), (q - start) * PAGE)?;
         }
-        self.region.bytes_mut(base + L_RESIDENT, 32).map_err(oob)?.fill(0);
+        self.region
+            .bytes_mut(base + L_RESIDENT, 32)
+            .map_err(oob)?
+            .fill(0);
         self.touched.insert(a);
         Ok(())
     }
@@ -673,7 +740,11 @@ impl Allocator {
         let slot = 1 - self.meta_slot;
         self.region.sync()?;
         let oob = |e| io::Error::other(format!("{e:?}"));
-        self.meta.encode(self.region.bytes_mut(meta_slot_offset(slot), META_LEN).map_err(oob)?);
+        self.meta.encode(
+            self.region
+                .bytes_mut(meta_slot_offset(slot), META_LEN)
+                .map_err(oob)?,
+        );
         self.region.sync()?;
         self.meta_slot = slot;
         self.dirty = false;
@@ -694,7 +765,10 @@ impl Allocator {
                 let p = (off / POOL) as u32;
                 let d = desc_off(p);
                 let class = self.region.u8_at(d + D_CLASS).ok()? as usize;
-                if self.region.u8_at(d + D_STATE).ok()? != state::IN_USE || class == 0 || class > NCLASSES {
+                if self.region.u8_at(d + D_STATE).ok()? != state::IN_USE
+                    || class == 0
+                    || class > NCLASSES
+                {
                     return None;
                 }
                 let size = class_size(class - 1);
@@ -705,7 +779,10 @@ impl Allocator {
             }
             kind::LARGE => {
                 let rel = off - arena_base(a as u32);
-                let n = self.region.u16_at(arena_base(a as u32) + L_RUNLEN + 2 * (rel / PAGE)).ok()?;
+                let n = self
+                    .region
+                    .u16_at(arena_base(a as u32) + L_RUNLEN + 2 * (rel / PAGE))
+                    .ok()?;
                 (rel % PAGE == 0 && rel > 0 && n > 0).then_some(n as u64 * PAGE)
             }
             kind::HUGE => (off == arena_base(a as u32) + PAGE).then_some(huge_usable(ar.span)),
@@ -732,7 +809,12 @@ impl Allocator {
                 });
             }
         }
-        bytes_free += self.st.large_free.iter().map(|&(f, _)| f as u64 * PAGE).sum::<u64>();
+        bytes_free += self
+            .st
+            .large_free
+            .iter()
+            .map(|&(f, _)| f as u64 * PAGE)
+            .sum::<u64>();
         Ok(Stats {
             arenas_allocated_total: self.meta.arenas_total,
             arenas_reclaimed: self.meta.arenas_reclaimed,
@@ -762,14 +844,20 @@ impl Allocator {
     pub fn verify(&self) -> Result<(), Corruption> {
         let fresh = State::scan(&self.region, self.meta.arenas as u32)?;
         if fresh != self.st {
-            return Err(Corruption::new(0, "allocator index disagrees with the side metadata"));
+            return Err(Corruption::new(
+                0,
+                "allocator index disagrees with the side metadata",
+            ));
         }
         if self.st.arenas[0].kind != CONTROL {
             return Err(Corruption::new(0, "arena 0 is not the control arena"));
         }
         for c in 0..NCLASSES {
             if self.current[c] != self.st.partial[c].first().copied().unwrap_or(0) {
-                return Err(Corruption::new(pool_base(self.current[c]), "class cursor is not its first partial pool"));
+                return Err(Corruption::new(
+                    pool_base(self.current[c]),
+                    "class cursor is not its first partial pool",
+                ));
             }
         }
         Ok(())

@@ -92,7 +92,10 @@ pub const fn pool_base(p: u32) -> u64 {
 /// Arena and in-arena index of pool `p`.
 #[inline]
 pub const fn pool_split(p: u32) -> (u32, u64) {
-    ((p as u64 / POOLS_PER_ARENA) as u32, p as u64 % POOLS_PER_ARENA)
+    (
+        (p as u64 / POOLS_PER_ARENA) as u32,
+        p as u64 % POOLS_PER_ARENA,
+    )
 }
 /// Offset of the descriptor of pool `p`.
 #[inline]

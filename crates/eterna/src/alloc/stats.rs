@@ -51,3 +51,27 @@ pub struct ClassStats {
     pub blocks_live: u64, // live blocks
     pub blocks_free: u64, // free blocks in this class's pools
 }
+
+impl Stats {
+    /// The counters as one JSON object, as `eterna stats --json` prints it.
+    pub fn to_json(&self) -> String {
+        let mut s = String::from("{");
+        for (name, v) in self.counters() {
+            s.push_str(&format!("\"{name}\":{v},"));
+        }
+        s.push_str("\"size_classes\":[");
+        let classes: Vec<String> = self
+            .size_classes
+            .iter()
+            .map(|c| {
+                format!(
+                    "{{\"size\":{},\"pools\":{},\"blocks_live\":{},\"blocks_free\":{}}}",
+                    c.size, c.pools, c.blocks_live, c.blocks_free
+                )
+            })
+            .collect();
+        s.push_str(&classes.join(","));
+        s.push_str("]}");
+        s
+    }
+}

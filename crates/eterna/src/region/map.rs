@@ -37,18 +37,18 @@ impl Map {
 /// Every access is bounds-checked against the file length this handle knows (`len`), so a
 /// corrupt offset read from the file becomes an error, never a fault past the end.
 pub struct Region {
-    file: File,             // the open descriptor; read-only for Access::ReadOnly
-    map: Map,               // the shared mapping, `cap` bytes long
-    len: u64,               // the file length this handle has seen; accesses stay below it
-    cap: u64,               // the mapping's length, >= len
-    punch_supported: bool,  // false once the filesystem refused to punch a hole
+    file: File,            // the open descriptor; read-only for Access::ReadOnly
+    map: Map,              // the shared mapping, `cap` bytes long
+    len: u64,              // the file length this handle has seen; accesses stay below it
+    cap: u64,              // the mapping's length, >= len
+    punch_supported: bool, // false once the filesystem refused to punch a hole
 }
 
 /// An offset range outside the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutOfBounds {
-    pub offset: u64, // first byte asked for
-    pub len: u64,    // bytes asked for
+    pub offset: u64,   // first byte asked for
+    pub len: u64,      // bytes asked for
     pub file_len: u64, // the file length at the time
 }
 
@@ -104,7 +104,13 @@ impl Region {
             // the writer's role), so no other process stores into the ranges it writes.
             Access::ReadWrite => Map::Rw(unsafe { opts.map_mut(&file)? }),
         };
-        Ok(Region { file, map, len, cap, punch_supported: true })
+        Ok(Region {
+            file,
+            map,
+            len,
+            cap,
+            punch_supported: true,
+        })
     }
 
     /// Whether this handle may write.
@@ -125,7 +131,11 @@ impl Region {
     fn check(&self, off: u64, len: u64) -> Result<(usize, usize), OutOfBounds> {
         match off.checked_add(len) {
             Some(end) if end <= self.len => Ok((off as usize, end as usize)),
-            _ => Err(OutOfBounds { offset: off, len, file_len: self.len }),
+            _ => Err(OutOfBounds {
+                offset: off,
+                len,
+                file_len: self.len,
+            }),
         }
     }
 
@@ -236,14 +246,16 @@ impl Region {
     /// Reserves disk blocks for `off..off + len` (see [`os::reserve`]): after `Ok`, writes
     /// into the range cannot fault for lack of space.
     pub fn reserve(&self, off: u64, len: u64) -> io::Result<()> {
-        self.check(off, len).map_err(|e| io::Error::other(format!("{e:?}")))?;
+        self.check(off, len)
+            .map_err(|e| io::Error::other(format!("{e:?}")))?;
         os::reserve(&self.file, off, len)
     }
 
     /// Punches `off..off + len` out of the file: its disk blocks and its pages in memory are
     /// released and it reads as zeros. Returns `false` if the filesystem cannot do it.
     pub fn punch(&mut self, off: u64, len: u64) -> io::Result<bool> {
-        self.check(off, len).map_err(|e| io::Error::other(format!("{e:?}")))?;
+        self.check(off, len)
+            .map_err(|e| io::Error::other(format!("{e:?}")))?;
         if !self.punch_supported {
             return Ok(false);
         }

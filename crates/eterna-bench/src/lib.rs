@@ -1,0 +1,7 @@
+//! The workloads of the benchmark list, written once and run against eterna and against
+//! each peer. `eterna bench WORKLOAD` runs eterna's side; the harness binaries run the
+//! peers in their own processes (each Rust allocator needs its own binary).
+
+pub mod frag;
+pub mod procmem;
+pub mod rng;
