@@ -28,7 +28,7 @@ pub const fn class_of(size: usize) -> usize {
     if size <= GRAIN {
         0
     } else {
-        (size + GRAIN - 1) / GRAIN - 1
+        size.div_ceil(GRAIN) - 1
     }
 }
 
