@@ -56,10 +56,8 @@ fn pct(before: f64, after: f64) -> f64 {
 }
 
 fn cpython(pattern: Pattern, n: usize) -> Option<Value> {
-    let out = Command::new("python3")
-        .args(["-c", CPYTHON_FRAG, pattern.name(), &n.to_string()])
-        .output()
-        .ok()?;
+    let out =
+        Command::new("python3").args(["-c", CPYTHON_FRAG, pattern.name(), &n.to_string()]).output().ok()?;
     if !out.status.success() {
         return None;
     }
@@ -109,22 +107,14 @@ pub fn run(n: usize) -> Result<(), Failure> {
                     f(py, "arenas_full"),
                     pct(f(py, "arenas_full"), f(py, "arenas_after"))
                 ),
-                format!(
-                    "{:.1} %",
-                    pct(f(py, "rss_full_kib"), f(py, "rss_after_kib"))
-                ),
+                format!("{:.1} %", pct(f(py, "rss_full_kib"), f(py, "rss_after_kib"))),
             ),
             None => ("-".into(), "-".into()),
         };
         println!(
             "{:<26} | {:>20} {:>16} | {:>20} {:>16}",
             label,
-            format!(
-                "{:.0} of {:.0} ({:.0} %)",
-                e_arenas - e_after,
-                e_arenas,
-                pct(e_arenas, e_after)
-            ),
+            format!("{:.0} of {:.0} ({:.0} %)", e_arenas - e_after, e_arenas, pct(e_arenas, e_after)),
             format!("{:.1} %", f(e, "disk_returned_pct")),
             py_arenas,
             py_rss

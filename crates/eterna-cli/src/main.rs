@@ -9,11 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "eterna",
-    version,
-    about = "An embedded object heap in a memory-mapped file"
-)]
+#[command(name = "eterna", version, about = "An embedded object heap in a memory-mapped file")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -86,10 +82,7 @@ struct Failure {
 
 impl<E: std::fmt::Display> From<E> for Failure {
     fn from(e: E) -> Failure {
-        Failure {
-            code: 2,
-            message: e.to_string(),
-        }
+        Failure { code: 2, message: e.to_string() }
     }
 }
 
@@ -127,24 +120,15 @@ pub fn print_stats(s: &Stats) {
         println!("{name:<24} {v:>16}");
     }
     if !s.size_classes.is_empty() {
-        println!(
-            "\n{:>6} {:>8} {:>12} {:>12}",
-            "size", "pools", "blocks_live", "blocks_free"
-        );
+        println!("\n{:>6} {:>8} {:>12} {:>12}", "size", "pools", "blocks_live", "blocks_free");
         for c in &s.size_classes {
-            println!(
-                "{:>6} {:>8} {:>12} {:>12}",
-                c.size, c.pools, c.blocks_live, c.blocks_free
-            );
+            println!("{:>6} {:>8} {:>12} {:>12}", c.size, c.pools, c.blocks_live, c.blocks_free);
         }
     }
 }
 
 fn check(path: PathBuf) -> Result<(), Failure> {
-    let corrupt = |m: String| Failure {
-        code: 1,
-        message: m,
-    };
+    let corrupt = |m: String| Failure { code: 1, message: m };
     let heap = match Allocator::open(&path, Access::ReadOnly) {
         Ok(h) => h,
         Err(OpenError::Io(e)) => return Err(e.into()),
@@ -164,12 +148,7 @@ fn check(path: PathBuf) -> Result<(), Failure> {
 
 fn bench(workload: Workload) -> Result<(), Failure> {
     match workload {
-        Workload::Fragmentation {
-            pattern,
-            n,
-            json,
-            path,
-        } => {
+        Workload::Fragmentation { pattern, n, json, path } => {
             let dir = tempfile::tempdir()?;
             let path = path.unwrap_or_else(|| dir.path().join("fragmentation.eterna"));
             let r = frag::run_eterna(pattern.into(), n, &path)?;

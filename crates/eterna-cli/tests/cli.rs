@@ -4,18 +4,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn eterna(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eterna"))
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_eterna")).args(args).output().unwrap()
 }
 
 fn json(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "eterna failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "eterna failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -75,10 +68,7 @@ fn bench_fragmentation_json() {
     assert_eq!(r["before"]["blocks_live"], 1_000_000);
     assert_eq!(r["after"]["blocks_live"], 47);
     let returned = r["disk_returned_pct"].as_f64().unwrap();
-    assert!(
-        returned >= 95.0,
-        "keep47 gave back only {returned} % of the disk"
-    );
+    assert!(returned >= 95.0, "keep47 gave back only {returned} % of the disk");
     // The file stays behind for inspection and is consistent.
     assert!(eterna(&["check", &path]).status.success());
 }
@@ -93,10 +83,7 @@ fn stats_json_has_the_brief_keys() {
     }
     assert_eq!(s["blocks_live"], 25_000);
     let classes = s["size_classes"].as_array().unwrap();
-    let live: u64 = classes
-        .iter()
-        .map(|c| c["blocks_live"].as_u64().unwrap())
-        .sum();
+    let live: u64 = classes.iter().map(|c| c["blocks_live"].as_u64().unwrap()).sum();
     assert_eq!(live, 25_000);
     for c in classes {
         for k in ["size", "pools", "blocks_live", "blocks_free"] {
@@ -128,19 +115,10 @@ fn check_exit_codes() {
     // Not a heap at all is corruption of the input too; a missing file is an I/O error.
     let text = dir.path().join("text");
     std::fs::write(&text, "not a heap").unwrap();
-    assert_eq!(
-        eterna(&["check", text.to_str().unwrap()]).status.code(),
-        Some(1)
-    );
+    assert_eq!(eterna(&["check", text.to_str().unwrap()]).status.code(), Some(1));
     let missing = dir.path().join("missing");
-    assert_eq!(
-        eterna(&["check", missing.to_str().unwrap()]).status.code(),
-        Some(2)
-    );
+    assert_eq!(eterna(&["check", missing.to_str().unwrap()]).status.code(), Some(2));
     // Usage errors: exit 2.
     assert_eq!(eterna(&["check"]).status.code(), Some(2));
-    assert_eq!(
-        eterna(&["stats", missing.to_str().unwrap()]).status.code(),
-        Some(2)
-    );
+    assert_eq!(eterna(&["stats", missing.to_str().unwrap()]).status.code(), Some(2));
 }

@@ -14,20 +14,13 @@ pub struct Corruption {
 
 impl Corruption {
     pub(crate) fn new(offset: u64, what: impl Into<String>) -> Corruption {
-        Corruption {
-            offset,
-            what: what.into(),
-        }
+        Corruption { offset, what: what.into() }
     }
 }
 
 impl fmt::Display for Corruption {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "corrupt heap at offset {:#x}: {}",
-            self.offset, self.what
-        )
+        write!(f, "corrupt heap at offset {:#x}: {}", self.offset, self.what)
     }
 }
 
@@ -37,10 +30,7 @@ impl From<OutOfBounds> for Corruption {
     fn from(e: OutOfBounds) -> Corruption {
         Corruption::new(
             e.offset,
-            format!(
-                "{} bytes at {:#x} lie past the end of the file ({} bytes)",
-                e.len, e.offset, e.file_len
-            ),
+            format!("{} bytes at {:#x} lie past the end of the file ({} bytes)", e.len, e.offset, e.file_len),
         )
     }
 }

@@ -118,10 +118,7 @@ impl Header {
         if (page as u64, pool as u64, arena as u64) != (PAGE, POOL, ARENA) {
             return Err(HeaderError::Geometry { page, pool, arena });
         }
-        Ok(Header {
-            version,
-            seed: get_u64(b, H_SEED),
-        })
+        Ok(Header { version, seed: get_u64(b, H_SEED) })
     }
 }
 
@@ -162,9 +159,7 @@ impl Meta {
 
     /// Decodes a slot; `None` when its magic or checksum is wrong (a torn or empty slot).
     pub fn decode(b: &[u8]) -> Option<Meta> {
-        if b[M_MAGIC..M_MAGIC + 8] != META_MAGIC
-            || get_u64(b, M_CHECKSUM) != xxh3_64(&b[..M_CHECKSUM])
-        {
+        if b[M_MAGIC..M_MAGIC + 8] != META_MAGIC || get_u64(b, M_CHECKSUM) != xxh3_64(&b[..M_CHECKSUM]) {
             return None;
         }
         Some(Meta {
@@ -189,10 +184,7 @@ mod tests {
     #[test]
     fn header_round_trip_and_checks() {
         let mut b = [0u8; HEADER_LEN];
-        let h = Header {
-            version: FORMAT_VERSION,
-            seed: 0x1234_5678_9abc_def0,
-        };
+        let h = Header { version: FORMAT_VERSION, seed: 0x1234_5678_9abc_def0 };
         h.encode(&mut b);
         assert_eq!(Header::decode(&b), Ok(h));
         let mut bad = b;
@@ -200,25 +192,13 @@ mod tests {
         assert_eq!(Header::decode(&bad), Err(HeaderError::Checksum));
         let mut newer = b;
         put_u32(&mut newer, H_VERSION, FORMAT_VERSION + 1);
-        assert_eq!(
-            Header::decode(&newer),
-            Err(HeaderError::Version(FORMAT_VERSION + 1))
-        );
-        assert_eq!(
-            Header::decode(&[0u8; HEADER_LEN]),
-            Err(HeaderError::NotEterna)
-        );
+        assert_eq!(Header::decode(&newer), Err(HeaderError::Version(FORMAT_VERSION + 1)));
+        assert_eq!(Header::decode(&[0u8; HEADER_LEN]), Err(HeaderError::NotEterna));
     }
 
     #[test]
     fn meta_round_trip_and_torn_slot() {
-        let m = Meta {
-            txn_id: 7,
-            arenas: 3,
-            spare_target: 4,
-            arenas_total: 9,
-            ..Meta::default()
-        };
+        let m = Meta { txn_id: 7, arenas: 3, spare_target: 4, arenas_total: 9, ..Meta::default() };
         let mut b = [0u8; META_LEN];
         m.encode(&mut b);
         assert_eq!(Meta::decode(&b), Some(m));

@@ -35,39 +35,17 @@ fn truncated_files_are_refused() {
     let path = dir.path().join("heap");
     sample(&path);
     let full = std::fs::metadata(&path).unwrap().len();
-    for len in [
-        0,
-        7,
-        10,
-        64,
-        4096,
-        3 * 4096 - 1,
-        ARENA,
-        ARENA + 5,
-        full - ARENA,
-        full - 1,
-    ] {
+    for len in [0, 7, 10, 64, 4096, 3 * 4096 - 1, ARENA, ARENA + 5, full - ARENA, full - 1] {
         let cut = dir.path().join(format!("cut{len}"));
         std::fs::copy(&path, &cut).unwrap();
-        OpenOptions::new()
-            .write(true)
-            .open(&cut)
-            .unwrap()
-            .set_len(len)
-            .unwrap();
-        let err = open(&cut)
-            .err()
-            .unwrap_or_else(|| panic!("a file cut to {len} bytes opened"));
+        OpenOptions::new().write(true).open(&cut).unwrap().set_len(len).unwrap();
+        let err = open(&cut).err().unwrap_or_else(|| panic!("a file cut to {len} bytes opened"));
         match err {
             OpenError::NotEterna if len < 8 => {}
             OpenError::Truncated { .. } => {}
             other => panic!("cut to {len}: unexpected error {other}"),
         }
-        assert!(err_text(&cut).contains(if len < 8 {
-            "not an eterna heap"
-        } else {
-            "truncated"
-        }));
+        assert!(err_text(&cut).contains(if len < 8 { "not an eterna heap" } else { "truncated" }));
     }
 }
 
@@ -89,10 +67,7 @@ fn wrong_magic_zeros_and_newer_version() {
     let zeros = dir.path().join("zeros");
     std::fs::write(&zeros, vec![0u8; 2 * ARENA as usize]).unwrap();
     assert!(matches!(open(&zeros), Err(OpenError::NotEterna)));
-    assert!(matches!(
-        Allocator::open(&zeros, Access::ReadWrite),
-        Err(OpenError::NotEterna)
-    ));
+    assert!(matches!(Allocator::open(&zeros, Access::ReadWrite), Err(OpenError::NotEterna)));
 
     let text = dir.path().join("text");
     std::fs::write(&text, "hello, I am a text file\n").unwrap();
@@ -150,18 +125,12 @@ fn damaged_pool_descriptor_is_corruption() {
     // A bit flipped in a block bitmap disagrees with the pool's live count.
     let bits = dir.path().join("bits");
     std::fs::copy(&path, &bits).unwrap();
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&bits)
-        .unwrap();
+    let f = OpenOptions::new().read(true).write(true).open(&bits).unwrap();
     let mut b = [0u8; 1];
     let at = ARENA + 2048 + 128 + 100;
     f.read_exact_at(&mut b, at).unwrap();
     f.write_all_at(&[b[0] ^ 0x10], at).unwrap();
-    let e = open(&bits)
-        .err()
-        .expect("a flipped bitmap bit must be found");
+    let e = open(&bits).err().expect("a flipped bitmap bit must be found");
     assert!(e.to_string().contains("corrupt heap"), "{e}");
 }
 

@@ -16,10 +16,7 @@ impl SmallFs {
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
-        assert!(
-            ok,
-            "this test mounts a small tmpfs and needs root (CI runs as root)"
-        );
+        assert!(ok, "this test mounts a small tmpfs and needs root (CI runs as root)");
         SmallFs(dir.to_path_buf())
     }
 }
@@ -49,10 +46,7 @@ fn full_disk_is_an_allocation_error() {
             }
             Err(e) => break e,
         }
-        assert!(
-            offs.len() < 1_000_000,
-            "an 8 MiB filesystem never filled up"
-        );
+        assert!(offs.len() < 1_000_000, "an 8 MiB filesystem never filled up");
     };
     assert!(matches!(err, AllocError::DiskFull), "{err}");
     assert!(err.to_string().contains("no space"));
@@ -68,14 +62,8 @@ fn full_disk_is_an_allocation_error() {
     heap.flush().unwrap();
     let o = heap.alloc(100).unwrap();
     heap.bytes_mut(o, 100).unwrap().fill(1);
-    assert_eq!(
-        heap.stats().unwrap().blocks_live,
-        before - offs.len().div_ceil(2) as u64 + 1
-    );
+    assert_eq!(heap.stats().unwrap().blocks_live, before - offs.len().div_ceil(2) as u64 + 1);
     heap.verify().unwrap();
     heap.close().unwrap();
-    Allocator::open(&path, Access::ReadOnly)
-        .unwrap()
-        .verify()
-        .unwrap();
+    Allocator::open(&path, Access::ReadOnly).unwrap().verify().unwrap();
 }

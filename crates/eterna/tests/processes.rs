@@ -14,25 +14,15 @@ fn child(path: &str) {
     let mut offs = Vec::new();
     for _ in 0..40_000 {
         let o = heap.alloc(200).unwrap();
-        heap.bytes_mut(o, 8)
-            .unwrap()
-            .copy_from_slice(&o.to_le_bytes());
+        heap.bytes_mut(o, 8).unwrap().copy_from_slice(&o.to_le_bytes());
         offs.push(o);
     }
     let big = heap.alloc(3 << 20).unwrap();
-    heap.bytes_mut(big, 8)
-        .unwrap()
-        .copy_from_slice(&big.to_le_bytes());
+    heap.bytes_mut(big, 8).unwrap().copy_from_slice(&big.to_le_bytes());
     offs.push(big);
     heap.close().unwrap();
     // libtest may have printed the test's name on this line already: start a new one.
-    println!(
-        "\nOFFSETS {}",
-        offs.iter()
-            .map(|o| o.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    println!("\nOFFSETS {}", offs.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(","));
 }
 
 #[test]
@@ -48,20 +38,11 @@ fn growth_by_another_process_extends_the_mapping() {
     let before = reader.len();
 
     let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "growth_by_another_process_extends_the_mapping",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", "growth_by_another_process_extends_the_mapping", "--nocapture", "--test-threads=1"])
         .env(CHILD, &path)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "child failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "child failed: {}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let offs: Vec<u64> = stdout
         .lines()

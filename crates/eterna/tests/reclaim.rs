@@ -29,16 +29,10 @@ fn first_half_and_all_freed_come_back() {
     let mut heap = Allocator::create(&path).unwrap();
     let mut rng = Rng(1);
     let n = 1_000_000;
-    let offs: Vec<u64> = (0..n)
-        .map(|_| heap.alloc(rng.string_size()).unwrap())
-        .collect();
+    let offs: Vec<u64> = (0..n).map(|_| heap.alloc(rng.string_size()).unwrap()).collect();
     heap.flush().unwrap();
     let full = heap.stats().unwrap();
-    println!(
-        "full: arenas {} disk {} MiB",
-        full.arenas_current,
-        full.disk_bytes >> 20
-    );
+    println!("full: arenas {} disk {} MiB", full.arenas_current, full.disk_bytes >> 20);
     assert_eq!(full.blocks_live, n as u64);
 
     for &o in &offs[..n / 2] {
@@ -66,11 +60,7 @@ fn first_half_and_all_freed_come_back() {
     }
     heap.flush().unwrap();
     let empty = heap.stats().unwrap();
-    println!(
-        "all freed: disk {} KiB, arenas current {}",
-        empty.disk_bytes >> 10,
-        empty.arenas_current
-    );
+    println!("all freed: disk {} KiB, arenas current {}", empty.disk_bytes >> 10, empty.arenas_current);
     assert_eq!(empty.blocks_live, 0);
     assert!(empty.disk_bytes <= 2 * ARENA, "disk {}", empty.disk_bytes);
     heap.verify().unwrap();

@@ -16,8 +16,8 @@ use super::state::{huge_usable, Arena, State, CONTROL, LARGE_PAGES, SMALL_POOLS,
 use super::stats::{ClassStats, Stats};
 use crate::error::{AllocError, Corruption, FreeError, OpenError};
 use crate::format::{
-    meta_slot_offset, Header, HeaderError, Meta, ARENA, CONTROL_RESERVED, FORMAT_VERSION,
-    HEADER_LEN, MAGIC, META_LEN, PAGE, POOL,
+    meta_slot_offset, Header, HeaderError, Meta, ARENA, CONTROL_RESERVED, FORMAT_VERSION, HEADER_LEN, MAGIC,
+    META_LEN, PAGE, POOL,
 };
 use crate::region::{Access, Region};
 use std::collections::BTreeSet;
@@ -53,16 +53,9 @@ impl Allocator {
         let mut region = Region::create_new(path, ARENA, CONTROL_RESERVED)?;
         let mut seed = [0u8; 8];
         getrandom::fill(&mut seed).map_err(|e| io::Error::other(e.to_string()))?;
-        let header = Header {
-            version: FORMAT_VERSION,
-            seed: u64::from_le_bytes(seed),
-        };
+        let header = Header { version: FORMAT_VERSION, seed: u64::from_le_bytes(seed) };
         header.encode(region.bytes_mut(0, HEADER_LEN)?);
-        let meta = Meta {
-            txn_id: 1,
-            spare_target: MIN_SPARE,
-            ..Meta::default()
-        };
+        let meta = Meta { txn_id: 1, spare_target: MIN_SPARE, ..Meta::default() };
         meta.encode(region.bytes_mut(meta_slot_offset(1), META_LEN)?);
         region.sync()?;
         Ok(Self::assemble(region, header, meta, 1, State::empty(0)))
@@ -78,24 +71,15 @@ impl Allocator {
             return Err(OpenError::NotEterna);
         }
         if len < CONTROL_RESERVED {
-            return Err(OpenError::Truncated {
-                len,
-                expected: ARENA,
-            });
+            return Err(OpenError::Truncated { len, expected: ARENA });
         }
         let header = Header::decode(region.bytes(0, HEADER_LEN)?).map_err(|e| match e {
             HeaderError::NotEterna => OpenError::NotEterna,
-            HeaderError::Version(found) => OpenError::UnsupportedVersion {
-                found,
-                supported: FORMAT_VERSION,
-            },
-            HeaderError::Geometry { .. } => OpenError::UnsupportedVersion {
-                found: FORMAT_VERSION,
-                supported: FORMAT_VERSION,
-            },
-            HeaderError::Checksum => {
-                OpenError::Corrupt(Corruption::new(0, "file header checksum mismatch"))
+            HeaderError::Version(found) => OpenError::UnsupportedVersion { found, supported: FORMAT_VERSION },
+            HeaderError::Geometry { .. } => {
+                OpenError::UnsupportedVersion { found: FORMAT_VERSION, supported: FORMAT_VERSION }
             }
+            HeaderError::Checksum => OpenError::Corrupt(Corruption::new(0, "file header checksum mismatch")),
         })?;
         let slots = [0, 1].map(|i| Meta::decode(region.bytes(meta_slot_offset(i), META_LEN).ok()?));
         let (slot, meta) = match slots {
@@ -146,10 +130,7 @@ impl Allocator {
     }
 
     fn large_resident_any(&self, a: u32) -> bool {
-        self.region
-            .bytes(arena_base(a) + L_RESIDENT, 32)
-            .map(|b| b.iter().any(|&x| x != 0))
-            .unwrap_or(false)
+        self.region.bytes(arena_base(a) + L_RESIDENT, 32).map(|b| b.iter().any(|&x| x != 0)).unwrap_or(false)
     }
 
     /// The file header (format version, hash seed).
@@ -211,11 +192,7 @@ impl Allocator {
         let mut found = None;
         for (w, chunk) in bits.chunks_exact_mut(8).enumerate() {
             let v = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-            let valid = if (w as u64 + 1) * 64 <= cap {
-                !0u64
-            } else {
-                (1u64 << (cap % 64)) - 1
-            };
+            let valid = if (w as u64 + 1) * 64 <= cap { !0u64 } else { (1u64 << (cap % 64)) - 1 };
             let free = !v & valid;
             if free != 0 {
                 let b = free.trailing_zeros() as u64;
@@ -224,8 +201,8 @@ impl Allocator {
                 break;
             }
         }
-        let idx = found
-            .ok_or_else(|| Corruption::new(bitmap_off(p), "partly-full pool has no free block"))?;
+        let idx =
+            found.ok_or_else(|| Corruption::new(bitmap_off(p), "partly-full pool has no free block"))?;
         let d = desc_off(p);
         let nlive = self.region.u16_at(d + D_NLIVE)? + 1;
         self.region.set_u16(d + D_NLIVE, nlive)?;
@@ -266,9 +243,8 @@ impl Allocator {
                         break;
                     }
                 }
-                let p = hole.ok_or_else(|| {
-                    Corruption::new(arena_base(a), "arena counts a free pool it lacks")
-                })?;
+                let p =
+                    hole.ok_or_else(|| Corruption::new(arena_base(a), "arena counts a free pool it lacks"))?;
                 self.region.reserve(pool_base(p), POOL)?;
                 (p, true)
             }
@@ -302,7 +278,7 @@ impl Allocator {
         };
         let base = arena_base(a);
         let reserve = match kind {
-            kind::SMALL => POOL,
+            kind::SMALL => SMALL_META_LEN,
             kind::LARGE => PAGE,
             _ => span as u64 * ARENA,
         };
@@ -310,10 +286,7 @@ impl Allocator {
         self.region.set_u8(base + A_KIND, kind)?;
         for x in a..a + span {
             self.st.free_arenas.remove(&x);
-            self.st.arenas[x as usize] = Arena {
-                kind: TAIL,
-                ..Arena::default()
-            };
+            self.st.arenas[x as usize] = Arena { kind: TAIL, ..Arena::default() };
         }
         self.st.arenas[a as usize].kind = kind;
         match kind {
@@ -358,9 +331,7 @@ impl Allocator {
         }
         let need = (first + span - 1).saturating_sub(n);
         if n as u64 + need as u64 >= u32::MAX as u64 {
-            return Err(AllocError::TooLarge {
-                size: span as usize * ARENA as usize,
-            });
+            return Err(AllocError::TooLarge { size: span as usize * ARENA as usize });
         }
         let new_n = n + need;
         self.region.grow((new_n as u64 + 1) * ARENA)?;
@@ -391,12 +362,8 @@ impl Allocator {
         let base = arena_base(a);
         let run = start as u64..start as u64 + pages as u64;
         let resident = self.region.bytes(base + L_RESIDENT, 32)?;
-        if run
-            .clone()
-            .any(|q| resident[(q / 8) as usize] & (1 << (q % 8)) == 0)
-        {
-            self.region
-                .reserve(page_base(a, run.start), pages as u64 * PAGE)?;
+        if run.clone().any(|q| resident[(q / 8) as usize] & (1 << (q % 8)) == 0) {
+            self.region.reserve(page_base(a, run.start), pages as u64 * PAGE)?;
         }
         for q in run.clone() {
             let (byte, mask) = ((q / 8), 1u8 << (q % 8));
@@ -405,8 +372,7 @@ impl Allocator {
             let u = self.region.u8_at(base + L_INUSE + byte)?;
             self.region.set_u8(base + L_INUSE + byte, u | mask)?;
         }
-        self.region
-            .set_u16(base + L_RUNLEN + 2 * start as u64, pages)?;
+        self.region.set_u16(base + L_RUNLEN + 2 * start as u64, pages)?;
         let free = self.st.arenas[a as usize].free_pages - pages;
         self.st.set_free_pages(a, free);
         self.st.live.large_runs += 1;
@@ -437,9 +403,7 @@ impl Allocator {
         let span = u32::try_from(span).map_err(|_| AllocError::TooLarge { size })?;
         let a = self.activate(kind::HUGE, span)?;
         let base = arena_base(a);
-        self.region
-            .bytes_mut(base + A_SPAN, 4)?
-            .copy_from_slice(&span.to_le_bytes());
+        self.region.bytes_mut(base + A_SPAN, 4)?.copy_from_slice(&span.to_le_bytes());
         self.region.set_u64(base + A_LEN, size as u64)?;
         self.st.live.huge += 1;
         self.st.live.blocks += 1;
@@ -553,9 +517,7 @@ impl Allocator {
             return Err(not);
         }
         if q + n as u64 > 256 {
-            return Err(
-                Corruption::new(base + L_RUNLEN + 2 * q, "run past the arena's end").into(),
-            );
+            return Err(Corruption::new(base + L_RUNLEN + 2 * q, "run past the arena's end").into());
         }
         for x in q..q + n as u64 {
             let (byte, mask) = (x / 8, 1u8 << (x % 8));
@@ -593,7 +555,7 @@ impl Allocator {
         if !self.region.punch(base, span as u64 * ARENA)? {
             // No hole punching here: at least make the arenas read as free.
             let meta_len = match self.st.arenas[a as usize].kind {
-                kind::SMALL => POOL,
+                kind::SMALL => SMALL_META_LEN,
                 _ => PAGE,
             };
             self.region
@@ -628,22 +590,10 @@ impl Allocator {
         let mut punched = BTreeSet::new();
         if self.st.spare.len() > keep {
             // Keep spares in arenas still in use, lowest address first, then the others.
-            let in_use =
-                |s: &State, p: u32| s.arenas[pool_split(p).0 as usize].free_pools < SMALL_POOLS;
-            let mut order: Vec<u32> = self
-                .st
-                .spare
-                .iter()
-                .copied()
-                .filter(|&p| in_use(&self.st, p))
-                .collect();
-            order.extend(
-                self.st
-                    .spare
-                    .iter()
-                    .copied()
-                    .filter(|&p| !in_use(&self.st, p)),
-            );
+            let in_use = |s: &State, p: u32| s.arenas[pool_split(p).0 as usize].free_pools < SMALL_POOLS;
+            let mut order: Vec<u32> =
+                self.st.spare.iter().copied().filter(|&p| in_use(&self.st, p)).collect();
+            order.extend(self.st.spare.iter().copied().filter(|&p| !in_use(&self.st, p)));
             let mut drop: Vec<u32> = order[keep..].to_vec();
             drop.sort_unstable();
             let mut i = 0;
@@ -655,8 +605,7 @@ impl Allocator {
                 {
                     j += 1;
                 }
-                self.region
-                    .punch(pool_base(drop[i]), (j - i) as u64 * POOL)?;
+                self.region.punch(pool_base(drop[i]), (j - i) as u64 * POOL)?;
                 i = j;
             }
             for &p in &drop {
@@ -701,11 +650,7 @@ impl Allocator {
         }
         let base = arena_base(a);
         let oob = |e| io::Error::other(format!("{e:?}"));
-        let resident: Vec<u8> = self
-            .region
-            .bytes(base + L_RESIDENT, 32)
-            .map_err(oob)?
-            .to_vec();
+        let resident: Vec<u8> = self.region.bytes(base + L_RESIDENT, 32).map_err(oob)?.to_vec();
         let is = |q: u64| resident[(q / 8) as usize] & (1 << (q % 8)) != 0;
         let mut q = 1u64;
         while q < 256 {
@@ -719,10 +664,7 @@ impl Allocator {
             }
             self.region.punch(page_base(a, start), (q - start) * PAGE)?;
         }
-        self.region
-            .bytes_mut(base + L_RESIDENT, 32)
-            .map_err(oob)?
-            .fill(0);
+        self.region.bytes_mut(base + L_RESIDENT, 32).map_err(oob)?.fill(0);
         self.touched.insert(a);
         Ok(())
     }
@@ -740,20 +682,19 @@ impl Allocator {
         let slot = 1 - self.meta_slot;
         self.region.sync()?;
         let oob = |e| io::Error::other(format!("{e:?}"));
-        self.meta.encode(
-            self.region
-                .bytes_mut(meta_slot_offset(slot), META_LEN)
-                .map_err(oob)?,
-        );
+        self.meta.encode(self.region.bytes_mut(meta_slot_offset(slot), META_LEN).map_err(oob)?);
         self.region.sync()?;
         self.meta_slot = slot;
         self.dirty = false;
         Ok(())
     }
 
-    /// Flushes and closes the heap.
+    /// Flushes what changed since the last flush, and closes the heap.
     pub fn close(mut self) -> io::Result<()> {
-        self.flush()
+        if self.dirty {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     /// The usable size of the live block at `off`.
@@ -765,10 +706,7 @@ impl Allocator {
                 let p = (off / POOL) as u32;
                 let d = desc_off(p);
                 let class = self.region.u8_at(d + D_CLASS).ok()? as usize;
-                if self.region.u8_at(d + D_STATE).ok()? != state::IN_USE
-                    || class == 0
-                    || class > NCLASSES
-                {
+                if self.region.u8_at(d + D_STATE).ok()? != state::IN_USE || class == 0 || class > NCLASSES {
                     return None;
                 }
                 let size = class_size(class - 1);
@@ -779,10 +717,7 @@ impl Allocator {
             }
             kind::LARGE => {
                 let rel = off - arena_base(a as u32);
-                let n = self
-                    .region
-                    .u16_at(arena_base(a as u32) + L_RUNLEN + 2 * (rel / PAGE))
-                    .ok()?;
+                let n = self.region.u16_at(arena_base(a as u32) + L_RUNLEN + 2 * (rel / PAGE)).ok()?;
                 (rel % PAGE == 0 && rel > 0 && n > 0).then_some(n as u64 * PAGE)
             }
             kind::HUGE => (off == arena_base(a as u32) + PAGE).then_some(huge_usable(ar.span)),
@@ -809,12 +744,7 @@ impl Allocator {
                 });
             }
         }
-        bytes_free += self
-            .st
-            .large_free
-            .iter()
-            .map(|&(f, _)| f as u64 * PAGE)
-            .sum::<u64>();
+        bytes_free += self.st.large_free.iter().map(|&(f, _)| f as u64 * PAGE).sum::<u64>();
         Ok(Stats {
             arenas_allocated_total: self.meta.arenas_total,
             arenas_reclaimed: self.meta.arenas_reclaimed,
@@ -844,10 +774,7 @@ impl Allocator {
     pub fn verify(&self) -> Result<(), Corruption> {
         let fresh = State::scan(&self.region, self.meta.arenas as u32)?;
         if fresh != self.st {
-            return Err(Corruption::new(
-                0,
-                "allocator index disagrees with the side metadata",
-            ));
+            return Err(Corruption::new(0, "allocator index disagrees with the side metadata"));
         }
         if self.st.arenas[0].kind != CONTROL {
             return Err(Corruption::new(0, "arena 0 is not the control arena"));

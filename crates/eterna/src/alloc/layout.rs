@@ -63,6 +63,8 @@ pub const D_BIRTH: u64 = 8; // u64 transaction id that took the pool into use
 const S_BITMAP: u64 = 2048; // 64 bitmaps of 128 bytes (index 0 unused)
 /// Bytes of one pool's block bitmap (enough for 1,024 blocks of 16 bytes).
 pub const BITMAP_LEN: u64 = 128;
+/// Bytes of a small arena's pool 0 that hold metadata (and are reserved): three pages.
+pub const SMALL_META_LEN: u64 = (S_BITMAP + 64 * BITMAP_LEN).div_ceil(PAGE) * PAGE;
 
 // Large arena: page bitmaps and the run-length table in page 0.
 pub const L_INUSE: u64 = 64; // 256-bit bitmap: page belongs to a live run (bit 0: metadata)
@@ -92,10 +94,7 @@ pub const fn pool_base(p: u32) -> u64 {
 /// Arena and in-arena index of pool `p`.
 #[inline]
 pub const fn pool_split(p: u32) -> (u32, u64) {
-    (
-        (p as u64 / POOLS_PER_ARENA) as u32,
-        p as u64 % POOLS_PER_ARENA,
-    )
+    ((p as u64 / POOLS_PER_ARENA) as u32, p as u64 % POOLS_PER_ARENA)
 }
 /// Offset of the descriptor of pool `p`.
 #[inline]

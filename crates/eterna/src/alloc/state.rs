@@ -43,12 +43,12 @@ pub struct Live {
 /// The index. Two states are equal when they describe the same allocations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct State {
-    pub arenas: Vec<Arena>,         // [a] for arena a; [0] is the control arena
-    pub free_arenas: BTreeSet<u32>, // FREE arenas
+    pub arenas: Vec<Arena>,                // [a] for arena a; [0] is the control arena
+    pub free_arenas: BTreeSet<u32>,        // FREE arenas
     pub small_by_free: Vec<BTreeSet<u32>>, // [k]: small arenas with k free pools, k in 1..=63
-    pub partial: Vec<BTreeSet<u32>>, // per class: in-use pools with a free block
-    pub spare: BTreeSet<u32>,       // pools in the SPARE state
-    pub large_free: BTreeSet<(u16, u32)>, // (free pages, arena) for large arenas with room
+    pub partial: Vec<BTreeSet<u32>>,       // per class: in-use pools with a free block
+    pub spare: BTreeSet<u32>,              // pools in the SPARE state
+    pub large_free: BTreeSet<(u16, u32)>,  // (free pages, arena) for large arenas with room
     pub live: Live,
 }
 
@@ -88,8 +88,7 @@ impl State {
                 kind::SMALL => s.scan_small(region, a)?,
                 kind::LARGE => s.scan_large(region, a)?,
                 kind::HUGE => {
-                    let span =
-                        u32::from_le_bytes(region.bytes(base + A_SPAN, 4)?.try_into().expect("4"));
+                    let span = u32::from_le_bytes(region.bytes(base + A_SPAN, 4)?.try_into().expect("4"));
                     let len = region.u64_at(base + A_LEN)?;
                     let fits = span >= 1 && a as u64 + span as u64 - 1 <= arenas as u64;
                     let minimal = len > 0
@@ -102,11 +101,7 @@ impl State {
                         ));
                     }
                     s.free_arenas.remove(&a);
-                    s.arenas[a as usize] = Arena {
-                        kind: kind::HUGE,
-                        span,
-                        ..Arena::default()
-                    };
+                    s.arenas[a as usize] = Arena { kind: kind::HUGE, span, ..Arena::default() };
                     for t in a + 1..a + span {
                         s.free_arenas.remove(&t);
                         s.arenas[t as usize].kind = TAIL;
@@ -126,18 +121,12 @@ impl State {
     }
 
     fn scan_small(&mut self, region: &Region, a: u32) -> Result<(), Corruption> {
-        let mut ar = Arena {
-            kind: kind::SMALL,
-            ..Arena::default()
-        };
+        let mut ar = Arena { kind: kind::SMALL, ..Arena::default() };
         for i in 1..SMALL_POOLS as u64 + 1 {
             let p = pool_id(a, i);
             let d = desc_off(p);
-            let (class, st, nlive) = (
-                region.u8_at(d + D_CLASS)?,
-                region.u8_at(d + D_STATE)?,
-                region.u16_at(d + D_NLIVE)?,
-            );
+            let (class, st, nlive) =
+                (region.u8_at(d + D_CLASS)?, region.u8_at(d + D_STATE)?, region.u16_at(d + D_NLIVE)?);
             let bits = region.bytes(bitmap_off(p), BITMAP_LEN as usize)?;
             let ones = popcount(bits);
             match st {
@@ -153,17 +142,11 @@ impl State {
                 }
                 state::IN_USE => {
                     if class == 0 || class as usize > NCLASSES {
-                        return Err(Corruption::new(
-                            d,
-                            format!("pool of unknown size class {class}"),
-                        ));
+                        return Err(Corruption::new(d, format!("pool of unknown size class {class}")));
                     }
                     let c = class as usize - 1;
                     let cap = class_cap(c) as u64;
-                    if nlive as u64 > cap
-                        || ones != nlive as u64
-                        || (cap..1024).any(|b| bit(bits, b))
-                    {
+                    if nlive as u64 > cap || ones != nlive as u64 || (cap..1024).any(|b| bit(bits, b)) {
                         return Err(Corruption::new(
                             d,
                             format!("pool counts {nlive} live blocks, its bitmap {ones} (capacity {cap})"),
@@ -194,10 +177,7 @@ impl State {
         let inuse = region.bytes(base + L_INUSE, 32)?;
         let resident = region.bytes(base + L_RESIDENT, 32)?;
         if !bit(inuse, 0) || bit(resident, 0) {
-            return Err(Corruption::new(
-                base + L_INUSE,
-                "large arena metadata page not marked",
-            ));
+            return Err(Corruption::new(base + L_INUSE, "large arena metadata page not marked"));
         }
         let mut used = 0u16;
         let mut p = 1u64;
@@ -205,10 +185,7 @@ impl State {
             let n = region.u16_at(base + L_RUNLEN + 2 * p)? as u64;
             if n == 0 {
                 if bit(inuse, p) {
-                    return Err(Corruption::new(
-                        base + L_INUSE,
-                        format!("page {p} in use outside any run"),
-                    ));
+                    return Err(Corruption::new(base + L_INUSE, format!("page {p} in use outside any run")));
                 }
                 p += 1;
                 continue;
@@ -236,11 +213,7 @@ impl State {
         if free > 0 {
             self.large_free.insert((free, a));
         }
-        self.arenas[a as usize] = Arena {
-            kind: kind::LARGE,
-            free_pages: free,
-            ..Arena::default()
-        };
+        self.arenas[a as usize] = Arena { kind: kind::LARGE, free_pages: free, ..Arena::default() };
         Ok(())
     }
 

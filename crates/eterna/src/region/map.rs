@@ -63,11 +63,7 @@ impl Region {
     /// Creates a new file at `path` (failing if it exists) of `len` bytes, reserving the
     /// disk blocks of `0..reserved`.
     pub fn create_new(path: &Path, len: u64, reserved: u64) -> io::Result<Region> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)?;
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
         let made = (|| {
             file.set_len(len)?;
             os::reserve(&file, 0, reserved)?;
@@ -81,10 +77,7 @@ impl Region {
 
     /// Opens an existing file.
     pub fn open(path: &Path, access: Access) -> io::Result<Region> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(access == Access::ReadWrite)
-            .open(path)?;
+        let file = OpenOptions::new().read(true).write(access == Access::ReadWrite).open(path)?;
         let (len, _) = os::sizes(&file)?;
         Self::map(file, len, access)
     }
@@ -104,13 +97,7 @@ impl Region {
             // the writer's role), so no other process stores into the ranges it writes.
             Access::ReadWrite => Map::Rw(unsafe { opts.map_mut(&file)? }),
         };
-        Ok(Region {
-            file,
-            map,
-            len,
-            cap,
-            punch_supported: true,
-        })
+        Ok(Region { file, map, len, cap, punch_supported: true })
     }
 
     /// Whether this handle may write.
@@ -131,11 +118,7 @@ impl Region {
     fn check(&self, off: u64, len: u64) -> Result<(usize, usize), OutOfBounds> {
         match off.checked_add(len) {
             Some(end) if end <= self.len => Ok((off as usize, end as usize)),
-            _ => Err(OutOfBounds {
-                offset: off,
-                len,
-                file_len: self.len,
-            }),
+            _ => Err(OutOfBounds { offset: off, len, file_len: self.len }),
         }
     }
 
@@ -225,8 +208,7 @@ impl Region {
     fn adopt_len(&mut self, new_len: u64) -> io::Result<()> {
         if new_len > self.cap {
             let cap = capacity_for(new_len);
-            let cap_usize =
-                usize::try_from(cap).map_err(|_| io::Error::other("file too large to map"))?;
+            let cap_usize = usize::try_from(cap).map_err(|_| io::Error::other("file too large to map"))?;
             let opts = RemapOptions::new().may_move(true);
             // SAFETY: `&mut self` guarantees no slice borrowed from the old mapping is
             // alive, so moving the mapping cannot leave a dangling reference. The same
@@ -246,16 +228,14 @@ impl Region {
     /// Reserves disk blocks for `off..off + len` (see [`os::reserve`]): after `Ok`, writes
     /// into the range cannot fault for lack of space.
     pub fn reserve(&self, off: u64, len: u64) -> io::Result<()> {
-        self.check(off, len)
-            .map_err(|e| io::Error::other(format!("{e:?}")))?;
+        self.check(off, len).map_err(|e| io::Error::other(format!("{e:?}")))?;
         os::reserve(&self.file, off, len)
     }
 
     /// Punches `off..off + len` out of the file: its disk blocks and its pages in memory are
     /// released and it reads as zeros. Returns `false` if the filesystem cannot do it.
     pub fn punch(&mut self, off: u64, len: u64) -> io::Result<bool> {
-        self.check(off, len)
-            .map_err(|e| io::Error::other(format!("{e:?}")))?;
+        self.check(off, len).map_err(|e| io::Error::other(format!("{e:?}")))?;
         if !self.punch_supported {
             return Ok(false);
         }
