@@ -1,7 +1,7 @@
 //! The fragmentation workload (pymalloc's experiment): allocate N blocks of string-like
 //! sizes, free a random half, the first half, or all but 47, and measure what comes back.
 
-use crate::procmem::rss_kib;
+use crate::procmem::{peak_rss_kib, rss_kib};
 use crate::rng::Rng;
 use eterna::Allocator;
 use serde_json::{json, Value};
@@ -55,7 +55,8 @@ pub fn sizes(n: usize) -> Vec<usize> {
     (0..n).map(|_| rng.string_size()).collect()
 }
 
-fn pct(before: u64, after: u64) -> f64 {
+/// The share of `before` that is gone in `after`, in per cent.
+pub fn pct(before: u64, after: u64) -> f64 {
     if before == 0 {
         0.0
     } else {
@@ -65,24 +66,27 @@ fn pct(before: u64, after: u64) -> f64 {
 
 /// Runs the workload on an eterna heap file at `path` (which must not exist) and returns
 /// the result object of `eterna bench fragmentation --json`.
-pub fn run_eterna(
-    pattern: Pattern,
-    n: usize,
-    path: &Path,
-) -> Result<Value, Box<dyn std::error::Error>> {
+///
+/// The timed phases cover `alloc`, `free` and the release pass that gives memory back;
+/// the two `flush`es (msync of the file, for durability) are timed apart as
+/// `flush_seconds`. `peak_rss_kib` is meaningful only in a fresh process (`VmHWM` is
+/// process-wide).
+pub fn run_eterna(pattern: Pattern, n: usize, path: &Path) -> Result<Value, Box<dyn std::error::Error>> {
     let sizes = sizes(n);
-    let mut offs = vec![0u64; n];
+    // Filled with a non-zero value so that its pages are resident before the baseline.
+    let mut offs = vec![u64::MAX; n];
     let base_rss = rss_kib();
     let mut heap = Allocator::create(path)?;
     let t = Instant::now();
     for (o, &s) in offs.iter_mut().zip(&sizes) {
         *o = heap.alloc(s)?;
         // Touch the block as a program storing a string would.
-        heap.bytes_mut(*o, 8)?
-            .copy_from_slice(&(s as u64).to_le_bytes());
+        heap.bytes_mut(*o, 8)?.copy_from_slice(&(s as u64).to_le_bytes());
     }
-    heap.flush()?;
     let alloc_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    heap.flush()?;
+    let mut flush_s = t.elapsed().as_secs_f64();
     let before = heap.stats()?;
     let full_rss = rss_kib();
 
@@ -96,13 +100,18 @@ pub fn run_eterna(
             heap.free(o)?;
         }
     }
-    heap.flush()?;
+    heap.release()?;
     let free_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    heap.flush()?;
+    flush_s += t.elapsed().as_secs_f64();
     let after = heap.stats()?;
     let after_rss = rss_kib();
+    let peak_rss = peak_rss_kib().saturating_sub(base_rss);
     heap.verify()?;
     heap.close()?;
     let parse = |s: String| serde_json::from_str::<Value>(&s);
+    let ops = (n + (n - kept)) as f64;
     Ok(json!({
         "workload": "fragmentation",
         "allocator": "eterna",
@@ -111,19 +120,25 @@ pub fn run_eterna(
         "kept": kept,
         "before": parse(before.to_json())?,
         "after": parse(after.to_json())?,
+        "disk_full_kib": before.disk_bytes / 1024,
+        "disk_after_kib": after.disk_bytes / 1024,
         "disk_returned_pct": pct(before.disk_bytes, after.disk_bytes),
         "arenas_reclaimed_pct": pct(before.arenas_current, after.arenas_current),
         "rss_full_kib": full_rss.saturating_sub(base_rss),
         "rss_after_kib": after_rss.saturating_sub(base_rss),
         "rss_returned_pct": pct(full_rss.saturating_sub(base_rss), after_rss.saturating_sub(base_rss)),
+        "peak_rss_kib": peak_rss,
         "alloc_seconds": alloc_s,
         "free_seconds": free_s,
+        "flush_seconds": flush_s,
+        "ops_per_sec": ops / (alloc_s + free_s),
     }))
 }
 
 /// Runs the workload on the process's global allocator (glibc malloc, mimalloc or
 /// jemalloc, whichever the binary installed) and returns a result object with the same
-/// RSS and timing keys as [`run_eterna`].
+/// RSS and timing keys as [`run_eterna`]. Blocks are `Box<[u8]>` of the same sizes, each
+/// touched the same way.
 pub fn run_global(pattern: Pattern, n: usize, allocator: &str) -> Value {
     let sizes = sizes(n);
     let mut blocks: Vec<Option<Box<[u8]>>> = Vec::with_capacity(n);
@@ -149,6 +164,7 @@ pub fn run_global(pattern: Pattern, n: usize, allocator: &str) -> Value {
     }
     let free_s = t.elapsed().as_secs_f64();
     let after_rss = rss_kib();
+    let peak_rss = peak_rss_kib().saturating_sub(base_rss);
     let checksum: u64 = blocks.iter().flatten().map(|b| b[0] as u64).sum();
     json!({
         "workload": "fragmentation",
@@ -162,5 +178,7 @@ pub fn run_global(pattern: Pattern, n: usize, allocator: &str) -> Value {
         "rss_returned_pct": pct(full_rss.saturating_sub(base_rss), after_rss.saturating_sub(base_rss)),
         "alloc_seconds": alloc_s,
         "free_seconds": free_s,
+        "peak_rss_kib": peak_rss,
+        "ops_per_sec": (n + (n - kept)) as f64 / (alloc_s + free_s),
     })
 }

@@ -2,6 +2,9 @@
 //! each peer. `eterna bench WORKLOAD` runs eterna's side; the harness binaries run the
 //! peers in their own processes (each Rust allocator needs its own binary).
 
+pub mod churn;
 pub mod frag;
+pub mod harness;
+pub mod peer;
 pub mod procmem;
 pub mod rng;
