@@ -106,7 +106,7 @@ fn check_exit_codes() {
     // Corruption: exit 1 with a message naming it.
     let bad = dir.path().join("bad");
     let mut bytes = std::fs::read(&path).unwrap();
-    bytes[(1 << 20) + 64 + 16] = 200; // pool 1's size class in arena 1
+    bytes[(1 << 20) + 64 + 144] = 200; // pool 1's size class in arena 1
     std::fs::write(&bad, &bytes).unwrap();
     let out = eterna(&["check", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));

@@ -117,17 +117,17 @@ fn damaged_pool_descriptor_is_corruption() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("heap");
     sample(&path);
-    // Arena 1 is the first small arena; pool 1's descriptor sits at 64 + 16.
+    // Arena 1 is the first small arena; pool 1's record sits at 64 + 144.
     let bad = dir.path().join("bad");
     std::fs::copy(&path, &bad).unwrap();
-    write_at(&bad, ARENA + 64 + 16, &[200]);
+    write_at(&bad, ARENA + 64 + 144, &[200]);
     assert!(matches!(open(&bad), Err(OpenError::Corrupt(_))));
     // A bit flipped in a block bitmap disagrees with the pool's live count.
     let bits = dir.path().join("bits");
     std::fs::copy(&path, &bits).unwrap();
     let f = OpenOptions::new().read(true).write(true).open(&bits).unwrap();
     let mut b = [0u8; 1];
-    let at = ARENA + 2048 + 128 + 100;
+    let at = ARENA + 64 + 144 + 16 + 10;
     f.read_exact_at(&mut b, at).unwrap();
     f.write_all_at(&[b[0] ^ 0x10], at).unwrap();
     let e = open(&bits).err().expect("a flipped bitmap bit must be found");

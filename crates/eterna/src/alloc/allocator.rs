@@ -10,7 +10,7 @@
 //! - Empty pools, freed page runs and empty arenas are punched out of the file, less a
 //!   self-tuned spare (see [`super::spare`]).
 
-use super::layout::*;
+use super::layout::{self, *};
 use super::spare::{SparePolicy, MIN_SPARE};
 use super::state::{huge_usable, Arena, State, CONTROL, LARGE_PAGES, SMALL_POOLS, TAIL};
 use super::stats::{ClassStats, Stats};
@@ -187,10 +187,11 @@ impl Allocator {
             p = self.take_pool(c)?;
         }
         let cap = class_cap(c) as u64;
+        let rec = self.region.bytes_mut(record_off(p), RECORD_LEN as usize)?;
+        let (desc, bits) = rec.split_at_mut(D_BITMAP as usize);
         let words = cap.div_ceil(64) as usize;
-        let bits = self.region.bytes_mut(bitmap_off(p), words * 8)?;
         let mut found = None;
-        for (w, chunk) in bits.chunks_exact_mut(8).enumerate() {
+        for (w, chunk) in bits[..words * 8].chunks_exact_mut(8).enumerate() {
             let v = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
             let valid = if (w as u64 + 1) * 64 <= cap { !0u64 } else { (1u64 << (cap % 64)) - 1 };
             let free = !v & valid;
@@ -202,10 +203,10 @@ impl Allocator {
             }
         }
         let idx =
-            found.ok_or_else(|| Corruption::new(bitmap_off(p), "partly-full pool has no free block"))?;
-        let d = desc_off(p);
-        let nlive = self.region.u16_at(d + D_NLIVE)? + 1;
-        self.region.set_u16(d + D_NLIVE, nlive)?;
+            found.ok_or_else(|| Corruption::new(record_off(p), "partly-full pool has no free block"))?;
+        let n = D_NLIVE as usize;
+        let nlive = u16::from_le_bytes([desc[n], desc[n + 1]]) + 1;
+        desc[n..n + 2].copy_from_slice(&nlive.to_le_bytes());
         if nlive as u64 == cap {
             self.st.partial[c].remove(&p);
             self.current[c] = self.st.partial[c].first().copied().unwrap_or(0);
@@ -218,8 +219,8 @@ impl Allocator {
     }
 
     /// Takes an empty pool into use for class `c`: a spare pool if there is one (in the
-    /// most-full arena holding spares), else a hole in the most-full small arena, else a
-    /// pool of a newly activated arena.
+    /// most-full arena holding spares), else a fresh pool or a hole in the most-full small
+    /// arena, else a pool of a newly activated arena.
     fn take_pool(&mut self, c: usize) -> Result<u32, AllocError> {
         let spare = self
             .st
@@ -227,8 +228,8 @@ impl Allocator {
             .iter()
             .copied()
             .min_by_key(|&p| (self.st.arenas[pool_split(p).0 as usize].free_pools, p));
-        let (p, was_hole) = match spare {
-            Some(p) => (p, false),
+        let (p, was) = match spare {
+            Some(p) => (p, state::SPARE),
             None => {
                 let a = match (1..=SMALL_POOLS as usize)
                     .find_map(|k| self.st.small_by_free[k].first().copied())
@@ -236,26 +237,34 @@ impl Allocator {
                     Some(a) => a,
                     None => self.activate(kind::SMALL, 1)?,
                 };
-                let mut hole = None;
+                let mut best = None;
                 for i in 1..=SMALL_POOLS as u64 {
-                    if self.region.u8_at(desc_off(pool_id(a, i)) + D_STATE)? == state::HOLE {
-                        hole = Some(pool_id(a, i));
+                    let st = self.region.u8_at(record_off(pool_id(a, i)) + D_STATE)?;
+                    if st == state::FRESH {
+                        best = Some((pool_id(a, i), st));
                         break;
                     }
+                    if st == state::HOLE && best.is_none() {
+                        best = Some((pool_id(a, i), st));
+                    }
                 }
-                let p =
-                    hole.ok_or_else(|| Corruption::new(arena_base(a), "arena counts a free pool it lacks"))?;
-                self.region.reserve(pool_base(p), POOL)?;
-                (p, true)
+                let (p, st) =
+                    best.ok_or_else(|| Corruption::new(arena_base(a), "arena counts a free pool it lacks"))?;
+                if st == state::HOLE {
+                    self.region.reserve(pool_base(p), POOL)?;
+                    self.region.populate(pool_base(p), POOL);
+                }
+                (p, st)
             }
         };
         let (a, _) = pool_split(p);
-        let d = desc_off(p);
-        self.region.set_u8(d + D_CLASS, c as u8 + 1)?;
-        self.region.set_u8(d + D_STATE, state::IN_USE)?;
-        self.region.set_u16(d + D_NLIVE, 0)?;
-        self.region.set_u64(d + D_BIRTH, self.meta.txn_id)?;
-        if !was_hole {
+        let birth = self.meta.txn_id;
+        let rec = self.region.bytes_mut(record_off(p), D_BITMAP as usize)?;
+        rec[D_CLASS as usize] = c as u8 + 1;
+        rec[D_STATE as usize] = state::IN_USE;
+        rec[D_NLIVE as usize..D_NLIVE as usize + 2].fill(0);
+        rec[D_BIRTH as usize..D_BIRTH as usize + 8].copy_from_slice(&birth.to_le_bytes());
+        if was == state::SPARE {
             self.st.spare.remove(&p);
             self.st.arenas[a as usize].spare_pools -= 1;
         }
@@ -264,7 +273,7 @@ impl Allocator {
         self.st.partial[c].insert(p);
         self.st.live.class_pools[c] += 1;
         self.current[c] = self.st.partial[c].first().copied().unwrap_or(p);
-        self.policy.on_take(p, was_hole);
+        self.policy.on_take(p, was == state::HOLE);
         self.meta.pools_total += 1;
         Ok(p)
     }
@@ -277,13 +286,21 @@ impl Allocator {
             None => self.grow_for(span)?,
         };
         let base = arena_base(a);
+        // A small or huge arena is reserved whole, in one call; a large arena reserves its
+        // metadata page now and each run's pages as they are used.
         let reserve = match kind {
-            kind::SMALL => SMALL_META_LEN,
             kind::LARGE => PAGE,
             _ => span as u64 * ARENA,
         };
         self.region.reserve(base, reserve)?;
         self.region.set_u8(base + A_KIND, kind)?;
+        if kind == kind::SMALL {
+            // Fault the arena in with one call: small arenas fill pool after pool.
+            self.region.populate(base, ARENA);
+            for i in 1..=SMALL_POOLS as u64 {
+                self.region.set_u8(record_off(pool_id(a, i)) + D_STATE, state::FRESH)?;
+            }
+        }
         for x in a..a + span {
             self.st.free_arenas.remove(&x);
             self.st.arenas[x as usize] = Arena { kind: TAIL, ..Arena::default() };
@@ -438,13 +455,16 @@ impl Allocator {
         let not = FreeError::NotAllocated { offset: off };
         let p = (off / POOL) as u32;
         let (a, i) = pool_split(p);
-        let d = desc_off(p);
-        if i == 0 || self.region.u8_at(d + D_STATE)? != state::IN_USE {
+        if i == 0 {
             return Err(not);
         }
-        let class = self.region.u8_at(d + D_CLASS)?;
+        let rec = self.region.bytes_mut(record_off(p), RECORD_LEN as usize)?;
+        let class = rec[D_CLASS as usize];
+        if rec[D_STATE as usize] != state::IN_USE {
+            return Err(not);
+        }
         if class == 0 || class as usize > NCLASSES {
-            return Err(Corruption::new(d, format!("pool of unknown size class {class}")).into());
+            return Err(Corruption::new(record_off(p), format!("pool of unknown size class {class}")).into());
         }
         let c = class as usize - 1;
         let size = class_size(c);
@@ -454,19 +474,19 @@ impl Allocator {
             return Err(not);
         }
         let idx = rel / size;
-        let byte_off = bitmap_off(p) + idx / 8;
-        let byte = self.region.u8_at(byte_off)?;
+        let byte = (D_BITMAP + idx / 8) as usize;
         let mask = 1u8 << (idx % 8);
-        if byte & mask == 0 {
+        if rec[byte] & mask == 0 {
             return Err(not);
         }
-        self.region.set_u8(byte_off, byte & !mask)?;
-        let nlive = self.region.u16_at(d + D_NLIVE)?;
+        let n = D_NLIVE as usize;
+        let nlive = u16::from_le_bytes([rec[n], rec[n + 1]]);
         if nlive == 0 {
-            return Err(Corruption::new(d, "pool with a live block counts none").into());
+            return Err(Corruption::new(record_off(p), "pool with a live block counts none").into());
         }
+        rec[byte] &= !mask;
         let nlive = nlive - 1;
-        self.region.set_u16(d + D_NLIVE, nlive)?;
+        rec[n..n + 2].copy_from_slice(&nlive.to_le_bytes());
         self.st.live.blocks -= 1;
         self.st.live.bytes -= size;
         self.st.live.class_blocks[c] -= 1;
@@ -488,7 +508,7 @@ impl Allocator {
         if self.current[c] == p {
             self.current[c] = self.st.partial[c].first().copied().unwrap_or(0);
         }
-        let d = desc_off(p);
+        let d = record_off(p);
         self.region.set_u8(d + D_CLASS, 0)?;
         self.region.set_u8(d + D_STATE, state::SPARE)?;
         self.st.live.class_pools[c] -= 1;
@@ -555,7 +575,7 @@ impl Allocator {
         if !self.region.punch(base, span as u64 * ARENA)? {
             // No hole punching here: at least make the arenas read as free.
             let meta_len = match self.st.arenas[a as usize].kind {
-                kind::SMALL => SMALL_META_LEN,
+                kind::SMALL => layout::SMALL_META_LEN,
                 _ => PAGE,
             };
             self.region
@@ -610,7 +630,7 @@ impl Allocator {
             }
             for &p in &drop {
                 let (a, _) = pool_split(p);
-                let d = desc_off(p);
+                let d = record_off(p);
                 self.region
                     .set_u8(d + D_STATE, state::HOLE)
                     .map_err(|e| io::Error::other(format!("{e:?}")))?;
@@ -704,7 +724,7 @@ impl Allocator {
         match ar.kind {
             kind::SMALL => {
                 let p = (off / POOL) as u32;
-                let d = desc_off(p);
+                let d = record_off(p);
                 let class = self.region.u8_at(d + D_CLASS).ok()? as usize;
                 if self.region.u8_at(d + D_STATE).ok()? != state::IN_USE || class == 0 || class > NCLASSES {
                     return None;

@@ -46,6 +46,7 @@ pub mod state {
     pub const HOLE: u8 = 0; // no disk blocks (never used, or punched)
     pub const SPARE: u8 = 1; // empty but its disk blocks are kept (the spare)
     pub const IN_USE: u8 = 2; // holds at least one live block, or is being filled
+    pub const FRESH: u8 = 3; // reserved with its arena and never used since
 }
 
 // Arena header, at the start of every non-free arena.
@@ -53,18 +54,20 @@ pub const A_KIND: u64 = 0; // u8, see `kind`
 pub const A_SPAN: u64 = 4; // u32, HUGE only: arenas the object spans
 pub const A_LEN: u64 = 8; // u64, HUGE only: the object's length in bytes
 
-// Small arena: descriptors and bitmaps in pool 0.
-const S_DESC: u64 = 64; // 64 descriptors of 16 bytes (index 0 unused)
-const DESC_LEN: u64 = 16;
+// Small arena: one record per pool in pool 0, a descriptor followed by the block bitmap,
+// so that an allocation or a free touches one contiguous run of metadata.
+const S_RECORDS: u64 = 64; // 64 records of 144 bytes (index 0 unused)
+/// Bytes of one pool record: the descriptor and the bitmap.
+pub const RECORD_LEN: u64 = 16 + BITMAP_LEN;
 pub const D_CLASS: u64 = 0; // u8: 0 none, c + 1 for class c
 pub const D_STATE: u64 = 1; // u8, see `state`
 pub const D_NLIVE: u64 = 2; // u16 live blocks
 pub const D_BIRTH: u64 = 8; // u64 transaction id that took the pool into use
-const S_BITMAP: u64 = 2048; // 64 bitmaps of 128 bytes (index 0 unused)
+pub const D_BITMAP: u64 = 16; // the block bitmap
 /// Bytes of one pool's block bitmap (enough for 1,024 blocks of 16 bytes).
 pub const BITMAP_LEN: u64 = 128;
-/// Bytes of a small arena's pool 0 that hold metadata (and are reserved): three pages.
-pub const SMALL_META_LEN: u64 = (S_BITMAP + 64 * BITMAP_LEN).div_ceil(PAGE) * PAGE;
+/// Bytes of a small arena's pool 0 that hold metadata: three pages.
+pub const SMALL_META_LEN: u64 = (S_RECORDS + 64 * RECORD_LEN).div_ceil(PAGE) * PAGE;
 
 // Large arena: page bitmaps and the run-length table in page 0.
 pub const L_INUSE: u64 = 64; // 256-bit bitmap: page belongs to a live run (bit 0: metadata)
@@ -96,17 +99,16 @@ pub const fn pool_base(p: u32) -> u64 {
 pub const fn pool_split(p: u32) -> (u32, u64) {
     ((p as u64 / POOLS_PER_ARENA) as u32, p as u64 % POOLS_PER_ARENA)
 }
-/// Offset of the descriptor of pool `p`.
+/// Offset of the record (descriptor, then bitmap) of pool `p`.
 #[inline]
-pub const fn desc_off(p: u32) -> u64 {
+pub const fn record_off(p: u32) -> u64 {
     let (a, i) = pool_split(p);
-    arena_base(a) + S_DESC + i * DESC_LEN
+    arena_base(a) + S_RECORDS + i * RECORD_LEN
 }
 /// Offset of the block bitmap of pool `p`.
 #[inline]
 pub const fn bitmap_off(p: u32) -> u64 {
-    let (a, i) = pool_split(p);
-    arena_base(a) + S_BITMAP + i * BITMAP_LEN
+    record_off(p) + D_BITMAP
 }
 /// Offset of page `i` of arena `a`.
 #[inline]

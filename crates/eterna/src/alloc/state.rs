@@ -124,13 +124,13 @@ impl State {
         let mut ar = Arena { kind: kind::SMALL, ..Arena::default() };
         for i in 1..SMALL_POOLS as u64 + 1 {
             let p = pool_id(a, i);
-            let d = desc_off(p);
+            let d = record_off(p);
             let (class, st, nlive) =
                 (region.u8_at(d + D_CLASS)?, region.u8_at(d + D_STATE)?, region.u16_at(d + D_NLIVE)?);
             let bits = region.bytes(bitmap_off(p), BITMAP_LEN as usize)?;
             let ones = popcount(bits);
             match st {
-                state::HOLE | state::SPARE => {
+                state::HOLE | state::SPARE | state::FRESH => {
                     if class != 0 || nlive != 0 || ones != 0 {
                         return Err(Corruption::new(d, "empty pool with a class or live blocks"));
                     }
