@@ -19,15 +19,22 @@ pub const END: &str = "<!-- bench-alloc: end -->";
 /// N under `--quick`.
 pub const QUICK_N: usize = 200_000;
 
-/// The allocators, in report order: (name in the report, binary name).
-pub const ALLOCATORS: [(&str, &str); 4] = [
-    ("eterna", "peer-eterna"),
-    ("glibc", "peer-system"),
-    ("mimalloc", "peer-mimalloc"),
-    ("jemalloc", "peer-jemalloc"),
+/// The peer binaries, in the order [`Peers`] holds them.
+pub const BINARIES: [&str; 4] = ["peer-eterna", "peer-system", "peer-mimalloc", "peer-jemalloc"];
+
+/// The allocators, in report order: (name in the report, index into [`BINARIES`], the
+/// `TMPDIR` eterna's heap file goes to, if not the default). eterna runs twice: on the
+/// default temporary directory (a disk filesystem) and on tmpfs, which shows what the
+/// filesystem's page-fault and `fallocate` paths cost apart from the allocator itself.
+pub const ALLOCATORS: [(&str, usize, Option<&str>); 5] = [
+    ("eterna", 0, None),
+    ("glibc", 1, None),
+    ("mimalloc", 2, None),
+    ("jemalloc", 3, None),
+    ("eterna on tmpfs", 0, Some("/dev/shm")),
 ];
 
-/// Where the four peer binaries are, in the order of [`ALLOCATORS`].
+/// Where the four peer binaries are, in the order of [`BINARIES`].
 #[derive(Debug, Clone)]
 pub struct Peers(pub [PathBuf; 4]);
 
@@ -36,10 +43,10 @@ impl Peers {
     /// Cargo's `deps/` directory.
     pub fn next_to(exe: &Path) -> Peers {
         let mut dir = exe.parent().unwrap_or(Path::new(".")).to_path_buf();
-        if !dir.join(ALLOCATORS[0].1).exists() && dir.ends_with("deps") {
+        if !dir.join(BINARIES[0]).exists() && dir.ends_with("deps") {
             dir.pop();
         }
-        Peers(ALLOCATORS.map(|(_, bin)| dir.join(bin)))
+        Peers(BINARIES.map(|bin| dir.join(bin)))
     }
 }
 
@@ -130,8 +137,13 @@ impl Medians {
 }
 
 /// Runs `bin` on `w` once and parses its JSON.
-fn run_one(bin: &Path, w: Workload) -> Result<Value, String> {
-    let out = Command::new(bin).args(w.args()).output().map_err(|e| format!("{}: {e}", bin.display()))?;
+fn run_one(bin: &Path, tmpdir: Option<&str>, w: Workload) -> Result<Value, String> {
+    let mut cmd = Command::new(bin);
+    cmd.args(w.args());
+    if let Some(t) = tmpdir {
+        cmd.env("TMPDIR", t);
+    }
+    let out = cmd.output().map_err(|e| format!("{}: {e}", bin.display()))?;
     if !out.status.success() {
         return Err(format!(
             "{} {}: {}: {}",
@@ -161,7 +173,10 @@ pub fn measure(o: &Options, peers: &Peers) -> (Vec<Workload>, Vec<Vec<Medians>>,
     let t = Instant::now();
     for run in 0..o.runs {
         for (wi, &w) in ws.iter().enumerate() {
-            for (ai, (name, _)) in ALLOCATORS.iter().enumerate() {
+            for (ai, &(name, bi, tmpdir)) in ALLOCATORS.iter().enumerate() {
+                if tmpdir.is_some_and(|t| !Path::new(t).is_dir()) {
+                    continue;
+                }
                 eprint!(
                     "[run {}/{} {:>6.0} s] {:<24} {:<9}",
                     run + 1,
@@ -170,7 +185,7 @@ pub fn measure(o: &Options, peers: &Peers) -> (Vec<Workload>, Vec<Vec<Medians>>,
                     workload_label(w),
                     name
                 );
-                match run_one(&peers.0[ai], w) {
+                match run_one(&peers.0[bi], tmpdir, w) {
                     Ok(v) => {
                         eprintln!(" {:>12.0} ops/s", v["ops_per_sec"].as_f64().unwrap_or(0.0));
                         raw[wi][ai].push(v);
@@ -254,7 +269,11 @@ fn machine() -> String {
             .split_once('+')
             .map_or(v.clone(), |(_, j)| j.split('-').next().unwrap_or("").to_string())),
     );
-    let _ = writeln!(s, "- eterna's heap files: `{}` ({fs})", tmp.display());
+    let _ = writeln!(
+        s,
+        "- eterna's heap files: `{}` ({fs}); the row \"eterna on tmpfs\" puts them in `/dev/shm`",
+        tmp.display()
+    );
     s
 }
 
@@ -302,8 +321,11 @@ pub fn report(o: &Options, ws: &[Workload], med: &[Vec<Medians>], command: &str)
     let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (wi, &w) in ws.iter().enumerate() {
         let glibc_ops = med[wi][1].get("ops_per_sec");
-        for (ai, (name, _)) in ALLOCATORS.iter().enumerate() {
+        for (ai, (name, _, _)) in ALLOCATORS.iter().enumerate() {
             let m = &med[wi][ai];
+            if m.runs == 0 && ALLOCATORS[ai].2.is_some() {
+                continue; // no tmpfs here: the row is left out
+            }
             if m.runs == 0 {
                 let _ = writeln!(s, "| {} | {name} | failed | | | | | | | | |", workload_label(w));
                 continue;
@@ -339,7 +361,7 @@ pub fn report(o: &Options, ws: &[Workload], med: &[Vec<Medians>], command: &str)
         let _ = writeln!(s, "\nchurn, after the second allocation of N (memory reused rather than grown):\n");
         let _ = writeln!(s, "| allocator | 1st alloc s | free all s | 2nd alloc s | RSS after 1st → 2nd alloc MiB | disk after 1st → 2nd alloc MiB |");
         let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
-        for (ai, (name, _)) in ALLOCATORS.iter().enumerate() {
+        for (ai, (name, _, _)) in ALLOCATORS.iter().enumerate() {
             let m = &med[ci][ai];
             let sec = |k| m.get(k).map_or("–".into(), |t: f64| format!("{t:.3}"));
             let _ = writeln!(

@@ -518,7 +518,18 @@ impl Allocator {
         self.st.set_free_pools(a, free);
         self.touched.insert(a);
         self.pending += 1;
-        if self.pending >= RELEASE_BATCH || free == SMALL_POOLS {
+        let spare_elsewhere = (self.st.spare.len() - self.st.arenas[a as usize].spare_pools as usize) as u64;
+        if free == SMALL_POOLS && spare_elsewhere >= self.policy.target() {
+            // The arena is empty and the spare is full without it: give it back whole now,
+            // rather than punching its pools one by one in the next pass.
+            for i in 1..=SMALL_POOLS as u64 {
+                if self.st.spare.remove(&pool_id(a, i)) {
+                    self.meta.pools_punched += 1;
+                }
+            }
+            self.st.arenas[a as usize].spare_pools = 0;
+            self.reclaim(a, 1)?;
+        } else if self.pending >= RELEASE_BATCH || free == SMALL_POOLS {
             self.release()?;
         }
         Ok(())
