@@ -50,10 +50,15 @@ const M_POOLS_TOTAL: usize = 56; // u64 pools ever taken into use
 const M_POOLS_PUNCHED: usize = 64; // u64 pools ever punched out
 const M_SPARE_TARGET: usize = 72; // u64 the spare policy's current target, in pools
 const M_RELEASES: usize = 80; // u64 release passes run
+const M_SHARED: usize = 88; // u64 word: root of the set of objects stored in more than one place
+const M_FLAGS: usize = 96; // u64 flags, see `META_WRITER`
 const M_CHECKSUM: usize = 120; // u64 xxh3 of bytes 0..120
 /// Bytes of a meta slot that are meaningful.
 pub const META_LEN: usize = 128;
 const META_MAGIC: [u8; 8] = *b"ETMETA\x00\x01";
+/// Meta flag: a writer had the heap open when this state was published; if that writer is
+/// gone, its last transaction may have left allocations that no state reaches.
+pub const META_WRITER: u64 = 1;
 
 /// Why the fixed part of a file was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +141,8 @@ pub struct Meta {
     pub pools_punched: u64,    // pools ever punched out
     pub spare_target: u64,     // spare policy target, in pools
     pub releases: u64,         // release passes run
+    pub shared: u64,           // word: root of the shared-object set, 0 for none
+    pub flags: u64,            // META_WRITER or 0
 }
 
 impl Meta {
@@ -153,8 +160,21 @@ impl Meta {
         put_u64(b, M_POOLS_PUNCHED, self.pools_punched);
         put_u64(b, M_SPARE_TARGET, self.spare_target);
         put_u64(b, M_RELEASES, self.releases);
+        put_u64(b, M_SHARED, self.shared);
+        put_u64(b, M_FLAGS, self.flags);
         let sum = xxh3_64(&b[..M_CHECKSUM]);
         put_u64(b, M_CHECKSUM, sum);
+    }
+
+    /// The current state among two decoded slots: the valid one with the larger `txn_id`,
+    /// with its slot index.
+    pub fn current(slots: [Option<Meta>; 2]) -> Option<(usize, Meta)> {
+        match slots {
+            [Some(a), Some(b)] if b.txn_id > a.txn_id => Some((1, b)),
+            [Some(a), _] => Some((0, a)),
+            [None, Some(b)] => Some((1, b)),
+            [None, None] => None,
+        }
     }
 
     /// Decodes a slot; `None` when its magic or checksum is wrong (a torn or empty slot).
@@ -173,6 +193,8 @@ impl Meta {
             pools_punched: get_u64(b, M_POOLS_PUNCHED),
             spare_target: get_u64(b, M_SPARE_TARGET),
             releases: get_u64(b, M_RELEASES),
+            shared: get_u64(b, M_SHARED),
+            flags: get_u64(b, M_FLAGS),
         })
     }
 }
@@ -198,7 +220,15 @@ mod tests {
 
     #[test]
     fn meta_round_trip_and_torn_slot() {
-        let m = Meta { txn_id: 7, arenas: 3, spare_target: 4, arenas_total: 9, ..Meta::default() };
+        let m = Meta {
+            txn_id: 7,
+            arenas: 3,
+            spare_target: 4,
+            arenas_total: 9,
+            shared: 0x40,
+            flags: META_WRITER,
+            ..Meta::default()
+        };
         let mut b = [0u8; META_LEN];
         m.encode(&mut b);
         assert_eq!(Meta::decode(&b), Some(m));

@@ -7,8 +7,14 @@
 pub mod alloc;
 pub mod error;
 pub mod format;
+pub mod heap;
+pub mod object;
 pub mod region;
+pub mod txn;
 
-pub use alloc::{Allocator, Stats};
+pub use alloc::{Allocator, Durability, Stats};
 pub use error::{AllocError, Corruption, FreeError, OpenError};
+pub use heap::{Heap, Options, ReadTxn, WriteTxn};
+pub use object::{Input, Key, Value};
 pub use region::Access;
+pub use txn::TxnError;

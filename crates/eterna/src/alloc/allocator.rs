@@ -27,20 +27,32 @@ use std::path::Path;
 /// Pools emptied (or page runs freed) between two automatic release passes.
 const RELEASE_BATCH: u32 = 64;
 
+/// How much a publish syncs; see [`Allocator::publish`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Never sync: survives a process crash, not a power cut.
+    None,
+    /// One `fdatasync` per publish (the default).
+    #[default]
+    Commit,
+    /// Two: the state is durable when `publish` returns.
+    Full,
+}
+
 /// A heap file's allocator. Offsets it hands out are file offsets; they stay valid across
 /// reopening and in every process that maps the file.
 pub struct Allocator {
-    region: Region,             // the file and its mapping
-    header: Header,             // the immutable header
-    meta: Meta,                 // the state to publish at the next flush
-    meta_slot: usize,           // the slot holding the last published meta
-    st: State,                  // the in-memory index of the side metadata
-    current: [u32; NCLASSES],   // per class: the pool to allocate from next, or 0
-    policy: SparePolicy,        // how many empty pools to keep
-    pending: u32,               // pools emptied or runs freed since the last release
-    touched: BTreeSet<u32>,     // small arenas that emptied a pool since the last release
-    large_dirty: BTreeSet<u32>, // large arenas with freed pages still holding disk blocks
-    dirty: bool,                // changed since the last flush
+    pub(super) region: Region,             // the file and its mapping
+    pub(super) header: Header,             // the immutable header
+    pub(super) meta: Meta,                 // the state to publish at the next flush
+    pub(super) meta_slot: usize,           // the slot holding the last published meta
+    pub(super) st: State,                  // the in-memory index of the side metadata
+    pub(super) current: [u32; NCLASSES],   // per class: the pool to allocate from next, or 0
+    pub(super) policy: SparePolicy,        // how many empty pools to keep
+    pub(super) pending: u32,               // pools emptied or runs freed since the last release
+    pub(super) touched: BTreeSet<u32>,     // small arenas that emptied a pool since the last release
+    pub(super) large_dirty: BTreeSet<u32>, // large arenas with freed pages still holding disk blocks
+    pub(super) dirty: bool,                // changed since the last flush
 }
 
 fn not_eterna(b: &[u8]) -> bool {
@@ -64,6 +76,17 @@ impl Allocator {
     /// Opens an existing heap file. A read-only allocator reads and reports but never
     /// writes the file.
     pub fn open(path: &Path, access: Access) -> Result<Allocator, OpenError> {
+        Self::open_with(path, access, true)
+    }
+
+    /// Opens a heap whose side metadata may be inconsistent (its writer died): the header
+    /// and meta are checked, the arenas are not scanned, and the allocator must be
+    /// [`rebuild`](Self::rebuild)t before it allocates.
+    pub fn open_for_recovery(path: &Path) -> Result<Allocator, OpenError> {
+        Self::open_with(path, Access::ReadWrite, false)
+    }
+
+    fn open_with(path: &Path, access: Access, scan: bool) -> Result<Allocator, OpenError> {
         let region = Region::open(path, access)?;
         let len = region.len();
         let head = region.bytes(0, (len.min(HEADER_LEN as u64)) as usize)?;
@@ -82,17 +105,8 @@ impl Allocator {
             HeaderError::Checksum => OpenError::Corrupt(Corruption::new(0, "file header checksum mismatch")),
         })?;
         let slots = [0, 1].map(|i| Meta::decode(region.bytes(meta_slot_offset(i), META_LEN).ok()?));
-        let (slot, meta) = match slots {
-            [Some(a), Some(b)] if b.txn_id > a.txn_id => (1, b),
-            [Some(a), _] => (0, a),
-            [None, Some(b)] => (1, b),
-            [None, None] => {
-                return Err(OpenError::Corrupt(Corruption::new(
-                    meta_slot_offset(0),
-                    "neither meta slot is valid",
-                )))
-            }
-        };
+        let (slot, meta) = Meta::current(slots)
+            .ok_or_else(|| Corruption::new(meta_slot_offset(0), "neither meta slot is valid"))?;
         let expected = meta
             .arenas
             .checked_add(1)
@@ -102,7 +116,8 @@ impl Allocator {
         if len < expected {
             return Err(OpenError::Truncated { len, expected });
         }
-        let st = State::scan(&region, meta.arenas as u32)?;
+        let st =
+            if scan { State::scan(&region, meta.arenas as u32)? } else { State::empty(meta.arenas as u32) };
         Ok(Self::assemble(region, header, meta, slot, st))
     }
 
@@ -702,21 +717,50 @@ impl Allocator {
 
     // ----- durability and reporting -----------------------------------------------------
 
-    /// Runs a release pass and publishes the allocator's state in the next meta slot, with
-    /// the data synced before and the meta slot after.
+    /// The state last published, with the counters as they are now.
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    /// Runs a release pass and publishes a new state: `root` and `shared` (words of the
+    /// layers above), `flags`, the geometry and the counters, in the meta slot that is not
+    /// current. Returns the new state's transaction id.
+    ///
+    /// `Durability::Commit` syncs once, before writing the slot: that makes this state's
+    /// data and the previous slot durable, so a power cut loses at most this state and
+    /// never tears one. `Full` syncs again after the slot; `None` never syncs (a process
+    /// crash loses nothing, a power cut may).
+    pub fn publish(&mut self, root: u64, shared: u64, flags: u64, durability: Durability) -> io::Result<u64> {
+        if !self.writable() {
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, "the heap is open read-only"));
+        }
+        self.release()?;
+        self.meta.txn_id += 1;
+        self.meta.root = root;
+        self.meta.shared = shared;
+        self.meta.flags = flags;
+        let slot = 1 - self.meta_slot;
+        if durability != Durability::None {
+            self.region.sync()?;
+        }
+        let oob = |e| io::Error::other(format!("{e:?}"));
+        self.meta.encode(self.region.bytes_mut(meta_slot_offset(slot), META_LEN).map_err(oob)?);
+        if durability == Durability::Full {
+            self.region.sync()?;
+        }
+        self.meta_slot = slot;
+        self.dirty = false;
+        Ok(self.meta.txn_id)
+    }
+
+    /// Publishes the allocator's state (the last root and flags, the current counters),
+    /// fully synced.
     pub fn flush(&mut self) -> io::Result<()> {
         if !self.writable() {
             return Ok(());
         }
-        self.release()?;
-        self.meta.txn_id += 1;
-        let slot = 1 - self.meta_slot;
-        self.region.sync()?;
-        let oob = |e| io::Error::other(format!("{e:?}"));
-        self.meta.encode(self.region.bytes_mut(meta_slot_offset(slot), META_LEN).map_err(oob)?);
-        self.region.sync()?;
-        self.meta_slot = slot;
-        self.dirty = false;
+        let (root, shared, flags) = (self.meta.root, self.meta.shared, self.meta.flags);
+        self.publish(root, shared, flags, Durability::Full)?;
         Ok(())
     }
 

@@ -2,11 +2,14 @@
 
 mod allocator;
 mod layout;
+mod rebuild;
 mod spare;
 mod state;
 mod stats;
 
-pub use allocator::Allocator;
+pub use crate::error::{AllocError, FreeError};
+pub use allocator::{Allocator, Durability};
 pub use layout::{class_of, class_size, GRAIN, LARGE_MAX_PAGES, NCLASSES, SMALL_MAX};
+pub use rebuild::RebuildError;
 pub use spare::{MAX_SPARE, MIN_SPARE};
 pub use stats::{ClassStats, Stats};

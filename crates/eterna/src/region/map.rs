@@ -132,6 +132,12 @@ impl Region {
         }
     }
 
+    /// The whole file as this handle knows it, for readers that bounds-check themselves.
+    #[inline]
+    pub fn as_slice(&self) -> &[u8] {
+        &self.map.as_slice()[..self.len as usize]
+    }
+
     /// Borrows `len` bytes at `off`.
     #[inline]
     pub fn bytes(&self, off: u64, len: usize) -> Result<&[u8], OutOfBounds> {
@@ -274,5 +280,85 @@ impl Region {
     /// The file's logical size and the bytes it occupies on disk.
     pub fn sizes(&self) -> io::Result<(u64, u64)> {
         os::sizes(&self.file)
+    }
+}
+
+/// A process's read-only mapping of a heap, shared by its snapshots. It is made larger
+/// than the file so that growth needs no new mapping; when the file outgrows it, a new,
+/// larger mapping replaces it and the old one lives on until its last snapshot ends.
+pub struct ReadMap {
+    file: File,                           // a read-only descriptor
+    current: std::sync::Mutex<Arc<Mmap>>, // the newest mapping
+}
+
+/// One snapshot's window on the file: a mapping and the length it may read.
+#[derive(Clone)]
+pub struct View {
+    map: Arc<Mmap>, // keeps the mapping alive
+    len: u64,       // bytes of it that are inside the file for this snapshot
+}
+
+use std::sync::Arc;
+
+fn map_ro(file: &File, len: u64) -> io::Result<Mmap> {
+    // Reserve generously: a mapping costs address space, not memory.
+    let mut cap = capacity_for(len.saturating_mul(2)).max(1 << 30);
+    loop {
+        let mut opts = MmapOptions::new();
+        opts.len(usize::try_from(cap).map_err(|_| io::Error::other("file too large to map"))?);
+        // SAFETY: as in `Region::map`: other processes may write the file, but never the
+        // bytes a snapshot reads (committed objects are immutable), and a view never reads
+        // past the file length it was made for.
+        match unsafe { opts.map(file) } {
+            Ok(m) => {
+                m.advise(Advice::Random)?;
+                return Ok(m);
+            }
+            // Little address space (a ulimit): try smaller, down to what the file needs.
+            Err(e) if cap > len.max(MIN_MAP) => {
+                let _ = e;
+                cap = (cap / 2).max(len);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+impl ReadMap {
+    /// Maps the heap at `path` read-only.
+    pub fn open(path: &Path) -> io::Result<ReadMap> {
+        let file = OpenOptions::new().read(true).open(path)?;
+        let (len, _) = os::sizes(&file)?;
+        let map = map_ro(&file, len)?;
+        Ok(ReadMap { file, current: std::sync::Mutex::new(Arc::new(map)) })
+    }
+
+    /// A view of the first `len` bytes of the file, which must exist.
+    pub fn view(&self, len: u64) -> io::Result<View> {
+        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if (cur.len() as u64) < len {
+            let (file_len, _) = os::sizes(&self.file)?;
+            if file_len < len {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "heap file shorter than its meta says",
+                ));
+            }
+            *cur = Arc::new(map_ro(&self.file, file_len)?);
+        }
+        Ok(View { map: cur.clone(), len })
+    }
+
+    /// The file's current length.
+    pub fn file_len(&self) -> io::Result<u64> {
+        Ok(os::sizes(&self.file)?.0)
+    }
+}
+
+impl View {
+    /// The bytes of the file this view may read.
+    #[inline]
+    pub fn as_slice(&self) -> &[u8] {
+        &self.map[..self.len as usize]
     }
 }

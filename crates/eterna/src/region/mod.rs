@@ -4,5 +4,5 @@
 mod map;
 mod os;
 
-pub use map::{Access, OutOfBounds, Region};
+pub use map::{Access, OutOfBounds, ReadMap, Region, View};
 pub use os::page_size;

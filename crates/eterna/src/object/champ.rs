@@ -1,0 +1,439 @@
+//! The persistent hash trie behind dicts and sets: a CHAMP (Steindorfer and Vinju, 2015)
+//! with 16-way nodes. A node holds its inline entries first and its children after, each
+//! group located by a 16-bit bitmap, so a lookup reads one header and one slot per level.
+//! Map entries are three words (key, value, position in the dict's order vector); set
+//! entries are one word (key). Four hash bits pick the slot at each level; after 16
+//! levels, keys whose whole 64-bit hashes collide share a collision node.
+
+use super::key::{decode_key, eq_stored, Key};
+use super::layout::{entry_words, get_u16, get_u32, get_u64, put_u64, slice, ty};
+use super::store::{put, Store, StoreError};
+use super::word::Word;
+use crate::error::Corruption;
+
+const LEVELS: u32 = 16;
+
+#[inline]
+fn frag(h: u64, level: u32) -> u32 {
+    ((h >> (4 * level)) & 15) as u32
+}
+
+#[inline]
+fn index(map: u16, bit: u16) -> usize {
+    (map & (bit - 1)).count_ones() as usize
+}
+
+/// A decoded node: room for 16 map entries and 16 children, on the stack.
+struct Node {
+    coll: bool,        // a collision node
+    hash: u64,         // collision nodes: the shared hash
+    datamap: u16,      // which slots hold inline entries
+    nodemap: u16,      // which slots hold children
+    ew: usize,         // words per entry
+    entries: Vec<u64>, // inline entries, ew words each
+    children: Vec<u64>,
+}
+
+impl Node {
+    fn read(mem: &[u8], off: u64, map: bool) -> Result<Node, Corruption> {
+        let head = slice(mem, off, 16)?;
+        let ew = entry_words(map);
+        let (node_ty, coll_ty) =
+            if map { (ty::MAP_NODE, ty::MAP_COLLISION) } else { (ty::SET_NODE, ty::SET_COLLISION) };
+        if head[0] == coll_ty {
+            let n = get_u32(head, 4) as usize;
+            let b = slice(mem, off + 16, 8 * ew * n)?;
+            let entries = (0..ew * n).map(|i| get_u64(b, 8 * i)).collect();
+            return Ok(Node {
+                coll: true,
+                hash: get_u64(head, 8),
+                datamap: 0,
+                nodemap: 0,
+                ew,
+                entries,
+                children: vec![],
+            });
+        }
+        if head[0] != node_ty {
+            return Err(Corruption::new(off, format!("expected a hash-trie node, found type {}", head[0])));
+        }
+        let (datamap, nodemap) = (get_u16(head, 2), get_u16(head, 4));
+        if datamap & nodemap != 0 {
+            return Err(Corruption::new(off, "hash-trie slot is both entry and child"));
+        }
+        let nd = datamap.count_ones() as usize;
+        let nn = nodemap.count_ones() as usize;
+        let b = slice(mem, off + 8, 8 * (ew * nd + nn))?;
+        let entries = (0..ew * nd).map(|i| get_u64(b, 8 * i)).collect();
+        let children = (0..nn).map(|i| get_u64(b, 8 * (ew * nd + i))).collect();
+        Ok(Node { coll: false, hash: 0, datamap, nodemap, ew, entries, children })
+    }
+
+    fn image(&self, map: bool) -> Vec<u8> {
+        if self.coll {
+            let n = self.entries.len() / self.ew;
+            let mut b = vec![0u8; 16 + 8 * self.entries.len()];
+            b[0] = if map { ty::MAP_COLLISION } else { ty::SET_COLLISION };
+            b[4..8].copy_from_slice(&(n as u32).to_le_bytes());
+            put_u64(&mut b, 8, self.hash);
+            for (i, &w) in self.entries.iter().enumerate() {
+                put_u64(&mut b, 16 + 8 * i, w);
+            }
+            return b;
+        }
+        let mut b = vec![0u8; 8 + 8 * (self.entries.len() + self.children.len())];
+        b[0] = if map { ty::MAP_NODE } else { ty::SET_NODE };
+        b[2..4].copy_from_slice(&self.datamap.to_le_bytes());
+        b[4..6].copy_from_slice(&self.nodemap.to_le_bytes());
+        for (i, &w) in self.entries.iter().chain(&self.children).enumerate() {
+            put_u64(&mut b, 8 + 8 * i, w);
+        }
+        b
+    }
+
+    fn entry(&self, i: usize) -> [u64; 3] {
+        let mut e = [0u64; 3];
+        e[..self.ew].copy_from_slice(&self.entries[i * self.ew..(i + 1) * self.ew]);
+        e
+    }
+
+    fn set_entry(&mut self, i: usize, e: &[u64; 3]) {
+        let ew = self.ew;
+        self.entries[i * ew..(i + 1) * ew].copy_from_slice(&e[..ew]);
+    }
+
+    fn insert_entry(&mut self, i: usize, e: &[u64; 3]) {
+        let at = i * self.ew;
+        self.entries.splice(at..at, e[..self.ew].iter().copied());
+    }
+
+    fn remove_entry(&mut self, i: usize) -> [u64; 3] {
+        let e = self.entry(i);
+        self.entries.drain(i * self.ew..(i + 1) * self.ew);
+        e
+    }
+
+    fn count(&self) -> usize {
+        self.entries.len() / self.ew
+    }
+}
+
+/// Looks `probe` (hashing to `h`) up in the trie at `root`; returns its entry.
+pub fn lookup(
+    mem: &[u8],
+    root: Word,
+    h: u64,
+    probe: &Key,
+    map: bool,
+) -> Result<Option<[u64; 3]>, Corruption> {
+    let ew = entry_words(map);
+    let mut node = root;
+    let mut level = 0;
+    loop {
+        let Some(off) = node.as_ref() else {
+            return if node == Word::EMPTY {
+                Ok(None)
+            } else {
+                Err(Corruption::new(node.0, "bad hash-trie child"))
+            };
+        };
+        let head = slice(mem, off, 8)?;
+        if head[0] == ty::MAP_COLLISION || head[0] == ty::SET_COLLISION {
+            let n = Node::read(mem, off, map)?;
+            for i in 0..n.count() {
+                let e = n.entry(i);
+                if eq_stored(mem, Word(e[0]), probe)? {
+                    return Ok(Some(e));
+                }
+            }
+            return Ok(None);
+        }
+        let (datamap, nodemap) = (get_u16(head, 2), get_u16(head, 4));
+        let bit = 1u16 << frag(h, level);
+        if datamap & bit != 0 {
+            let at = off + 8 + 8 * (ew * index(datamap, bit)) as u64;
+            let b = slice(mem, at, 8 * ew)?;
+            let mut e = [0u64; 3];
+            for (i, w) in e.iter_mut().take(ew).enumerate() {
+                *w = get_u64(b, 8 * i);
+            }
+            return Ok(if eq_stored(mem, Word(e[0]), probe)? { Some(e) } else { None });
+        }
+        if nodemap & bit == 0 {
+            return Ok(None);
+        }
+        let nd = datamap.count_ones() as u64;
+        let at = off + 8 + 8 * (ew as u64 * nd + index(nodemap, bit) as u64);
+        node = Word(get_u64(slice(mem, at, 8)?, 0));
+        level += 1;
+        if level > LEVELS {
+            return Err(Corruption::new(off, "hash trie deeper than 16 levels"));
+        }
+    }
+}
+
+/// Calls `f` with every entry (its words) of the trie at `root`.
+pub fn for_each_entry(
+    mem: &[u8],
+    root: Word,
+    map: bool,
+    f: &mut dyn FnMut(&[u64]) -> Result<(), Corruption>,
+) -> Result<(), Corruption> {
+    walk(mem, root, map, 0, f, &mut |_| Ok(()))
+}
+
+/// Calls `f` with every entry and `node` with every node offset of the trie at `root`.
+pub fn walk(
+    mem: &[u8],
+    root: Word,
+    map: bool,
+    level: u32,
+    f: &mut dyn FnMut(&[u64]) -> Result<(), Corruption>,
+    node: &mut dyn FnMut(u64) -> Result<(), Corruption>,
+) -> Result<(), Corruption> {
+    let Some(off) = root.as_ref() else {
+        return if root == Word::EMPTY {
+            Ok(())
+        } else {
+            Err(Corruption::new(root.0, "bad hash-trie child"))
+        };
+    };
+    if level > LEVELS {
+        return Err(Corruption::new(off, "hash trie deeper than 16 levels"));
+    }
+    node(off)?;
+    let n = Node::read(mem, off, map)?;
+    for e in n.entries.chunks(n.ew) {
+        f(e)?;
+    }
+    for &c in &n.children {
+        walk(mem, Word(c), map, level + 1, f, node)?;
+    }
+    Ok(())
+}
+
+/// Entry maker for [`upsert`]: given the entry already stored for the key (if any),
+/// returns the entry to store.
+pub type Make<'a, S> = dyn FnMut(&mut S, Option<[u64; 3]>) -> Result<[u64; 3], StoreError> + 'a;
+
+/// Inserts or replaces the entry for `probe` (hashing to `h`) in the trie at `root`,
+/// copying the path; returns the new root.
+pub fn upsert<S: Store>(
+    s: &mut S,
+    root: Word,
+    h: u64,
+    probe: &Key,
+    map: bool,
+    owned: bool,
+    make: &mut Make<'_, S>,
+) -> Result<Word, StoreError> {
+    upsert_at(s, root, h, probe, map, 0, owned, make)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn upsert_at<S: Store>(
+    s: &mut S,
+    node: Word,
+    h: u64,
+    probe: &Key,
+    map: bool,
+    level: u32,
+    owned: bool,
+    make: &mut Make<'_, S>,
+) -> Result<Word, StoreError> {
+    let seed = s.seed();
+    let Some(off) = node.as_ref() else {
+        let e = make(s, None)?;
+        return single(s, &e, h, level, map);
+    };
+    let mut n = Node::read(s.mem(), off, map)?;
+    if n.coll {
+        for i in 0..n.count() {
+            let old = n.entry(i);
+            if eq_stored(s.mem(), Word(old[0]), probe)? {
+                let new = make(s, Some(old))?;
+                if new == old {
+                    return Ok(node);
+                }
+                n.set_entry(i, &new);
+                return Ok(Word(put(s, Some(off), &n.image(map), owned)?));
+            }
+        }
+        let e = make(s, None)?;
+        n.insert_entry(n.count(), &e);
+        return Ok(Word(put(s, Some(off), &n.image(map), owned)?));
+    }
+    let bit = 1u16 << frag(h, level);
+    if n.datamap & bit != 0 {
+        let i = index(n.datamap, bit);
+        let old = n.entry(i);
+        if eq_stored(s.mem(), Word(old[0]), probe)? {
+            let new = make(s, Some(old))?;
+            if new == old {
+                return Ok(node);
+            }
+            n.set_entry(i, &new);
+        } else {
+            let old_hash = decode_key(s.mem(), Word(old[0]))?.hash(seed);
+            let new = make(s, None)?;
+            let child = pair(s, &old, old_hash, &new, h, level + 1, map)?;
+            n.remove_entry(i);
+            n.datamap &= !bit;
+            n.nodemap |= bit;
+            n.children.insert(index(n.nodemap, bit), child.0);
+        }
+    } else if n.nodemap & bit != 0 {
+        let j = index(n.nodemap, bit);
+        let child = Word(n.children[j]);
+        let nc = upsert_at(s, child, h, probe, map, level + 1, owned, make)?;
+        if nc == child {
+            return Ok(node);
+        }
+        n.children[j] = nc.0;
+    } else {
+        let e = make(s, None)?;
+        n.insert_entry(index(n.datamap, bit), &e);
+        n.datamap |= bit;
+    }
+    Ok(Word(put(s, Some(off), &n.image(map), owned)?))
+}
+
+/// A new node holding one entry.
+fn single<S: Store>(s: &mut S, e: &[u64; 3], h: u64, level: u32, map: bool) -> Result<Word, StoreError> {
+    let ew = entry_words(map);
+    let n = if level >= LEVELS {
+        Node { coll: true, hash: h, datamap: 0, nodemap: 0, ew, entries: e[..ew].to_vec(), children: vec![] }
+    } else {
+        Node {
+            coll: false,
+            hash: 0,
+            datamap: 1 << frag(h, level),
+            nodemap: 0,
+            ew,
+            entries: e[..ew].to_vec(),
+            children: vec![],
+        }
+    };
+    Ok(Word(put(s, None, &n.image(map), true)?))
+}
+
+/// A new subtree holding two entries whose hashes agree on the levels above `level`.
+fn pair<S: Store>(
+    s: &mut S,
+    a: &[u64; 3],
+    ha: u64,
+    b: &[u64; 3],
+    hb: u64,
+    level: u32,
+    map: bool,
+) -> Result<Word, StoreError> {
+    let ew = entry_words(map);
+    if level >= LEVELS {
+        let mut entries = a[..ew].to_vec();
+        entries.extend_from_slice(&b[..ew]);
+        let n = Node { coll: true, hash: ha, datamap: 0, nodemap: 0, ew, entries, children: vec![] };
+        return Ok(Word(put(s, None, &n.image(map), true)?));
+    }
+    let (fa, fb) = (frag(ha, level), frag(hb, level));
+    let n = if fa == fb {
+        let child = pair(s, a, ha, b, hb, level + 1, map)?;
+        Node {
+            coll: false,
+            hash: 0,
+            datamap: 0,
+            nodemap: 1 << fa,
+            ew,
+            entries: vec![],
+            children: vec![child.0],
+        }
+    } else {
+        let (first, second) = if fa < fb { (a, b) } else { (b, a) };
+        let mut entries = first[..ew].to_vec();
+        entries.extend_from_slice(&second[..ew]);
+        Node { coll: false, hash: 0, datamap: 1 << fa | 1 << fb, nodemap: 0, ew, entries, children: vec![] }
+    };
+    Ok(Word(put(s, None, &n.image(map), true)?))
+}
+
+/// Removes the entry for `probe`; returns the new root and the removed entry.
+pub fn remove<S: Store>(
+    s: &mut S,
+    root: Word,
+    h: u64,
+    probe: &Key,
+    map: bool,
+    owned: bool,
+) -> Result<(Word, Option<[u64; 3]>), StoreError> {
+    remove_at(s, root, h, probe, map, 0, owned)
+}
+
+fn remove_at<S: Store>(
+    s: &mut S,
+    node: Word,
+    h: u64,
+    probe: &Key,
+    map: bool,
+    level: u32,
+    owned: bool,
+) -> Result<(Word, Option<[u64; 3]>), StoreError> {
+    let Some(off) = node.as_ref() else { return Ok((node, None)) };
+    let mut n = Node::read(s.mem(), off, map)?;
+    let removed;
+    if n.coll {
+        let mut found = None;
+        for i in 0..n.count() {
+            if eq_stored(s.mem(), Word(n.entry(i)[0]), probe)? {
+                found = Some(i);
+                break;
+            }
+        }
+        let Some(i) = found else { return Ok((node, None)) };
+        removed = n.remove_entry(i);
+    } else {
+        let bit = 1u16 << frag(h, level);
+        if n.datamap & bit != 0 {
+            let i = index(n.datamap, bit);
+            if !eq_stored(s.mem(), Word(n.entry(i)[0]), probe)? {
+                return Ok((node, None));
+            }
+            removed = n.remove_entry(i);
+            n.datamap &= !bit;
+        } else if n.nodemap & bit != 0 {
+            let j = index(n.nodemap, bit);
+            let child = Word(n.children[j]);
+            let (nc, r) = remove_at(s, child, h, probe, map, level + 1, owned)?;
+            let Some(r) = r else { return Ok((node, None)) };
+            removed = r;
+            match inlinable(s.mem(), nc, map)? {
+                Some(e) => {
+                    // The child shrank to one entry: pull it up into this node.
+                    s.retire(nc.0, owned)?;
+                    n.children.remove(j);
+                    n.nodemap &= !bit;
+                    n.insert_entry(index(n.datamap, bit), &e);
+                    n.datamap |= bit;
+                }
+                None if nc == Word::EMPTY => {
+                    n.children.remove(j);
+                    n.nodemap &= !bit;
+                }
+                None => n.children[j] = nc.0,
+            }
+        } else {
+            return Ok((node, None));
+        }
+    }
+    if n.entries.is_empty() && n.children.is_empty() {
+        s.retire(off, owned)?;
+        return Ok((Word::EMPTY, Some(removed)));
+    }
+    Ok((Word(put(s, Some(off), &n.image(map), owned)?), Some(removed)))
+}
+
+/// The single entry of `node` if it holds exactly one entry and no children (and so may
+/// be inlined into its parent).
+fn inlinable(mem: &[u8], node: Word, map: bool) -> Result<Option<[u64; 3]>, Corruption> {
+    let Some(off) = node.as_ref() else { return Ok(None) };
+    let n = Node::read(mem, off, map)?;
+    Ok((!n.coll && n.count() == 1 && n.children.is_empty()).then(|| n.entry(0)))
+}

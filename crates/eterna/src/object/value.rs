@@ -1,0 +1,388 @@
+//! Zero-copy views of stored values. A view borrows the mapped file of the snapshot (or
+//! write transaction) it came from, so it cannot outlive it; reading never writes.
+
+use super::champ;
+use super::key::{bytes_to_i64, decode_key, Key};
+use super::layout::*;
+use super::vector::Vector;
+use super::word::{Imm, Word};
+use crate::error::Corruption;
+use std::fmt;
+
+/// A str: borrowed from the file, or held inline in its word (up to 7 bytes).
+#[derive(Clone, Copy)]
+pub enum Str<'t> {
+    Mapped(&'t str),
+    Inline([u8; 8], u8),
+}
+
+impl Str<'_> {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Str::Mapped(s) => s,
+            // Inline strs are validated when decoded; an invalid one never gets here.
+            Str::Inline(b, n) => std::str::from_utf8(&b[..*n as usize]).unwrap_or(""),
+        }
+    }
+}
+
+impl fmt::Debug for Str<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// Bytes: borrowed from the file, or held inline in their word.
+#[derive(Clone, Copy)]
+pub enum Bytes<'t> {
+    Mapped(&'t [u8]),
+    Inline([u8; 8], u8),
+}
+
+impl Bytes<'_> {
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(b) => b,
+            Bytes::Inline(b, n) => &b[..*n as usize],
+        }
+    }
+}
+
+impl fmt::Debug for Bytes<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "b{:?}", String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+/// Where views read from: the mapped file and its hash seed.
+#[derive(Clone, Copy)]
+pub struct Ctx<'t> {
+    pub mem: &'t [u8],
+    pub seed: u64,
+}
+
+/// A stored value.
+#[derive(Clone, Copy, Debug)]
+pub enum Value<'t> {
+    None,
+    Bool(bool),
+    Int(i64),
+    /// An integer beyond `i64`: two's complement, little-endian.
+    BigInt(&'t [u8]),
+    Float(f64),
+    Str(Str<'t>),
+    Bytes(Bytes<'t>),
+    Tuple(Tuple<'t>),
+    List(List<'t>),
+    Dict(Dict<'t>),
+    Set(Set<'t>),
+    FrozenSet(Set<'t>),
+    Record(Record<'t>),
+}
+
+/// A container view: its context and the offset of its header.
+#[derive(Clone, Copy)]
+pub struct View<'t> {
+    cx: Ctx<'t>,
+    off: u64,
+}
+
+macro_rules! views {
+    ($($name:ident),*) => {$(
+        #[derive(Clone, Copy)]
+        pub struct $name<'t>(View<'t>);
+        impl fmt::Debug for $name<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}@{:#x}", stringify!($name), self.0.off)
+            }
+        }
+        impl<'t> $name<'t> {
+            /// The file offset of this object (its identity within one snapshot).
+            pub fn offset(&self) -> u64 {
+                self.0.off
+            }
+        }
+    )*};
+}
+views!(Tuple, List, Dict, Set, Record);
+
+/// Decodes the value in `w`.
+pub fn decode<'t>(cx: Ctx<'t>, w: Word) -> Result<Value<'t>, Corruption> {
+    Ok(match w.decode() {
+        Imm::None => Value::None,
+        Imm::Bool(b) => Value::Bool(b),
+        Imm::Int(v) => Value::Int(v),
+        Imm::Float(f) => Value::Float(f),
+        Imm::Str(b, n) => {
+            std::str::from_utf8(&b[..n as usize])
+                .map_err(|_| Corruption::new(w.0, "inline str is not UTF-8"))?;
+            Value::Str(Str::Inline(b, n))
+        }
+        Imm::Bytes(b, n) => Value::Bytes(Bytes::Inline(b, n)),
+        Imm::Ref(off) => {
+            let head = slice(cx.mem, off, 8)?;
+            let v = View { cx, off };
+            let blob = || slice(cx.mem, off + 8, get_u32(head, 4) as usize);
+            match head[0] {
+                ty::STR => Value::Str(Str::Mapped(
+                    std::str::from_utf8(blob()?).map_err(|_| Corruption::new(off, "str is not UTF-8"))?,
+                )),
+                ty::BYTES => Value::Bytes(Bytes::Mapped(blob()?)),
+                ty::BIGINT => {
+                    let b = blob()?;
+                    match bytes_to_i64(b) {
+                        Some(v) => Value::Int(v),
+                        None => Value::BigInt(b),
+                    }
+                }
+                ty::FLOAT => Value::Float(f64::from_bits(get_u64(slice(cx.mem, off, 16)?, 8))),
+                ty::TUPLE => Value::Tuple(Tuple(v)),
+                ty::RECORD => Value::Record(Record(v)),
+                ty::DICT => Value::Dict(Dict(v)),
+                ty::LIST => Value::List(List(v)),
+                ty::SET => Value::Set(Set(v)),
+                ty::FROZENSET => Value::FrozenSet(Set(v)),
+                t => {
+                    return Err(Corruption::new(off, format!("a value slot refers to an object of type {t}")))
+                }
+            }
+        }
+        Imm::Empty => return Err(Corruption::new(0, "a value slot is empty")),
+        Imm::Invalid => return Err(Corruption::new(w.0, "a value slot holds an invalid word")),
+    })
+}
+
+impl<'t> Value<'t> {
+    /// The Python type name.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::None => "NoneType",
+            Value::Bool(_) => "bool",
+            Value::Int(_) | Value::BigInt(_) => "int",
+            Value::Float(_) => "float",
+            Value::Str(_) => "str",
+            Value::Bytes(_) => "bytes",
+            Value::Tuple(_) => "tuple",
+            Value::List(_) => "list",
+            Value::Dict(_) => "dict",
+            Value::Set(_) => "set",
+            Value::FrozenSet(_) => "frozenset",
+            Value::Record(_) => "record",
+        }
+    }
+
+    /// The value as a dict key, if it is hashable.
+    pub fn to_key(&self) -> Result<Option<Key<'t>>, Corruption> {
+        Ok(Some(match *self {
+            Value::None => Key::None,
+            Value::Bool(b) => Key::Bool(b),
+            Value::Int(v) => Key::Int(v),
+            Value::BigInt(b) => Key::BigInt(b.into()),
+            Value::Float(f) => Key::Float(f),
+            Value::Str(s) => match s {
+                Str::Mapped(s) => Key::Str(s.into()),
+                Str::Inline(..) => Key::Str(s.as_str().to_string().into()),
+            },
+            Value::Bytes(b) => match b {
+                Bytes::Mapped(b) => Key::Bytes(b.into()),
+                Bytes::Inline(..) => Key::Bytes(b.as_bytes().to_vec().into()),
+            },
+            Value::Tuple(t) => {
+                let mut items = Vec::new();
+                for v in t.items()? {
+                    match v.to_key()? {
+                        Some(k) => items.push(k),
+                        None => return Ok(None),
+                    }
+                }
+                Key::Tuple(items)
+            }
+            Value::FrozenSet(s) => decode_key(s.0.cx.mem, Word(s.0.off))?,
+            _ => return Ok(None),
+        }))
+    }
+}
+
+fn words(cx: Ctx<'_>, off: u64, n: u64) -> Result<Vec<Word>, Corruption> {
+    let b = slice(cx.mem, off, 8 * n as usize)?;
+    Ok((0..n as usize).map(|i| Word(get_u64(b, 8 * i))).collect())
+}
+
+/// The header word at `at` of the container at `off`.
+pub fn header_word(mem: &[u8], off: u64, at: usize) -> Result<Word, Corruption> {
+    Ok(Word(get_u64(slice(mem, off + at as u64, 8)?, 0)))
+}
+
+/// The order vector of the dict at `off`.
+pub fn dict_order(mem: &[u8], off: u64) -> Result<Vector, Corruption> {
+    let b = slice(mem, off, DICT_SIZE)?;
+    Ok(Vector { root: Word(get_u64(b, DICT_ORDER)), count: get_u64(b, DICT_COUNT), depth: b[1], width: 2 })
+}
+
+/// The item vector of the list at `off`.
+pub fn list_vector(mem: &[u8], off: u64) -> Result<Vector, Corruption> {
+    let b = slice(mem, off, LIST_SIZE)?;
+    Ok(Vector { root: Word(get_u64(b, LIST_ROOT)), count: get_u64(b, LIST_LEN), depth: b[1], width: 1 })
+}
+
+impl<'t> Tuple<'t> {
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        slice(self.0.cx.mem, self.0.off, 8).map(|h| get_u32(h, 4) as usize).unwrap_or(0)
+    }
+    /// Whether the tuple is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The items.
+    pub fn items(&self) -> Result<Vec<Value<'t>>, Corruption> {
+        words(self.0.cx, self.0.off + 8, self.len() as u64)?
+            .into_iter()
+            .map(|w| decode(self.0.cx, w))
+            .collect()
+    }
+}
+
+impl<'t> List<'t> {
+    fn vector(&self) -> Result<Vector, Corruption> {
+        list_vector(self.0.cx.mem, self.0.off)
+    }
+    /// Number of items.
+    pub fn len(&self) -> Result<u64, Corruption> {
+        Ok(self.vector()?.count)
+    }
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> Result<bool, Corruption> {
+        Ok(self.len()? == 0)
+    }
+    /// The item at `i` (Python's negative indices count from the end).
+    pub fn get(&self, i: i64) -> Result<Option<Value<'t>>, Corruption> {
+        let v = self.vector()?;
+        let i = if i < 0 { i + v.count as i64 } else { i };
+        if i < 0 || i as u64 >= v.count {
+            return Ok(None);
+        }
+        Ok(Some(decode(self.0.cx, Word(v.get(self.0.cx.mem, i as u64)?[0]))?))
+    }
+    /// Every item, in order.
+    pub fn items(&self) -> Result<Vec<Value<'t>>, Corruption> {
+        let mut out = Vec::new();
+        let cx = self.0.cx;
+        self.vector()?.walk(
+            cx.mem,
+            &mut |_, item| {
+                out.push(decode(cx, Word(item[0]))?);
+                Ok(())
+            },
+            &mut |_| Ok(()),
+        )?;
+        Ok(out)
+    }
+}
+
+impl<'t> Dict<'t> {
+    /// Number of entries.
+    pub fn len(&self) -> Result<u64, Corruption> {
+        Ok(get_u64(slice(self.0.cx.mem, self.0.off, DICT_SIZE)?, DICT_LEN))
+    }
+    /// Whether the dict is empty.
+    pub fn is_empty(&self) -> Result<bool, Corruption> {
+        Ok(self.len()? == 0)
+    }
+    /// The value stored under `key`.
+    pub fn get(&self, key: &Key) -> Result<Option<Value<'t>>, Corruption> {
+        let cx = self.0.cx;
+        let root = header_word(cx.mem, self.0.off, DICT_MAP)?;
+        match champ::lookup(cx.mem, root, key.hash(cx.seed), key, true)? {
+            Some(e) => Ok(Some(decode(cx, Word(e[1]))?)),
+            None => Ok(None),
+        }
+    }
+    /// Every entry, in insertion order.
+    pub fn items(&self) -> Result<Vec<(Value<'t>, Value<'t>)>, Corruption> {
+        let cx = self.0.cx;
+        let mut out = Vec::new();
+        dict_order(cx.mem, self.0.off)?.walk(
+            cx.mem,
+            &mut |_, item| {
+                if item[0] != 0 {
+                    out.push((decode(cx, Word(item[0]))?, decode(cx, Word(item[1]))?));
+                }
+                Ok(())
+            },
+            &mut |_| Ok(()),
+        )?;
+        Ok(out)
+    }
+    /// Every key, in insertion order.
+    pub fn keys(&self) -> Result<Vec<Value<'t>>, Corruption> {
+        Ok(self.items()?.into_iter().map(|(k, _)| k).collect())
+    }
+}
+
+impl<'t> Set<'t> {
+    /// Number of elements.
+    pub fn len(&self) -> Result<u64, Corruption> {
+        Ok(get_u64(slice(self.0.cx.mem, self.0.off, SET_SIZE)?, SET_LEN))
+    }
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> Result<bool, Corruption> {
+        Ok(self.len()? == 0)
+    }
+    /// Whether `key` is an element.
+    pub fn contains(&self, key: &Key) -> Result<bool, Corruption> {
+        let cx = self.0.cx;
+        let root = header_word(cx.mem, self.0.off, SET_ROOT)?;
+        Ok(champ::lookup(cx.mem, root, key.hash(cx.seed), key, false)?.is_some())
+    }
+    /// Every element (in hash order: sets are unordered).
+    pub fn items(&self) -> Result<Vec<Value<'t>>, Corruption> {
+        let cx = self.0.cx;
+        let mut out = Vec::new();
+        champ::for_each_entry(cx.mem, header_word(cx.mem, self.0.off, SET_ROOT)?, false, &mut |e| {
+            out.push(decode(cx, Word(e[0]))?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+}
+
+impl<'t> Record<'t> {
+    fn n(&self) -> Result<u64, Corruption> {
+        Ok(get_u32(slice(self.0.cx.mem, self.0.off, 8)?, 4) as u64)
+    }
+    /// The record's type name.
+    pub fn type_name(&self) -> Result<Str<'t>, Corruption> {
+        match decode(self.0.cx, header_word(self.0.cx.mem, self.0.off, 8)?)? {
+            Value::Str(s) => Ok(s),
+            _ => Err(Corruption::new(self.0.off, "record type name is not a str")),
+        }
+    }
+    /// Field names and values, in declaration order.
+    pub fn fields(&self) -> Result<Vec<(Str<'t>, Value<'t>)>, Corruption> {
+        let cx = self.0.cx;
+        let names = match decode(cx, header_word(cx.mem, self.0.off, 16)?)? {
+            Value::Tuple(t) => t.items()?,
+            _ => return Err(Corruption::new(self.0.off, "record field names are not a tuple")),
+        };
+        let n = self.n()?;
+        if names.len() as u64 != n {
+            return Err(Corruption::new(self.0.off, "record has more names than values"));
+        }
+        let vals = words(cx, self.0.off + 24, n)?;
+        names
+            .into_iter()
+            .zip(vals)
+            .map(|(name, w)| match name {
+                Value::Str(s) => Ok((s, decode(cx, w)?)),
+                _ => Err(Corruption::new(self.0.off, "record field name is not a str")),
+            })
+            .collect()
+    }
+    /// The value of field `name`.
+    pub fn get(&self, name: &str) -> Result<Option<Value<'t>>, Corruption> {
+        Ok(self.fields()?.into_iter().find(|(n, _)| n.as_str() == name).map(|(_, v)| v))
+    }
+}

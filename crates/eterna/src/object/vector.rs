@@ -1,0 +1,291 @@
+//! The persistent vector behind lists and a dict's insertion order: a radix trie of
+//! 32-slot nodes (Bagwell; Clojure's PersistentVector without the tail). Leaves hold 32
+//! items of one word (lists) or 16 of two words (a dict's key and value). A change copies
+//! the path from the root to one leaf; nodes created in the running transaction change in
+//! place.
+//!
+//! A vector is `(root, count, depth)`: depth 0 is a single leaf; each level above
+//! multiplies the capacity by 32.
+
+use super::layout::{get_u64, put_u64, slice, ty, VEC_NODE, VEC_SLOTS};
+use super::store::{put, Store, StoreError};
+use super::word::Word;
+use crate::error::Corruption;
+
+/// Called with each item's index and words.
+pub type ItemFn<'a> = dyn FnMut(u64, &[u64]) -> Result<(), Corruption> + 'a;
+/// Called with each node's offset.
+pub type NodeFn<'a> = dyn FnMut(u64) -> Result<(), Corruption> + 'a;
+
+/// A vector's handle, kept in its container's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vector {
+    pub root: Word, // EMPTY when the vector is empty
+    pub count: u64, // items
+    pub depth: u8,  // levels of inner nodes above the leaves
+    pub width: u8,  // words per item: 1 or 2
+}
+
+impl Vector {
+    /// An empty vector of items `width` words wide.
+    pub fn empty(width: u8) -> Vector {
+        Vector { root: Word::EMPTY, count: 0, depth: 0, width }
+    }
+
+    fn leaf_items(&self) -> u64 {
+        VEC_SLOTS / self.width as u64
+    }
+
+    /// Items a vector of this depth can hold.
+    fn capacity(&self, depth: u8) -> u64 {
+        self.leaf_items().saturating_mul(VEC_SLOTS.saturating_pow(depth as u32))
+    }
+
+    /// Items under one child of a node at `level` (1 = just above the leaves).
+    fn span(&self, level: u8) -> u64 {
+        self.capacity(level - 1)
+    }
+
+    fn check(&self, mem: &[u8], off: u64, want: u8) -> Result<(), Corruption> {
+        let head = slice(mem, off, VEC_NODE)?;
+        if head[0] != want || (want == ty::VEC_LEAF && head[1] != self.width) {
+            return Err(Corruption::new(
+                off,
+                format!("expected a vector node of type {want}, found {}", head[0]),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The item at `i` (`width` words).
+    pub fn get(&self, mem: &[u8], i: u64) -> Result<[u64; 2], Corruption> {
+        if i >= self.count {
+            return Err(Corruption::new(
+                self.root.0,
+                format!("vector index {i} past its count {}", self.count),
+            ));
+        }
+        let mut node = self.root;
+        for level in (1..=self.depth).rev() {
+            let off = node.as_ref().ok_or_else(|| Corruption::new(node.0, "vector path ends early"))?;
+            self.check(mem, off, ty::VEC_INNER)?;
+            let slot = (i / self.span(level)) % VEC_SLOTS;
+            node = Word(get_u64(slice(mem, off + 8 + 8 * slot, 8)?, 0));
+        }
+        let off = node.as_ref().ok_or_else(|| Corruption::new(node.0, "vector path ends early"))?;
+        self.check(mem, off, ty::VEC_LEAF)?;
+        let at = off + 8 + 8 * (i % self.leaf_items()) * self.width as u64;
+        let b = slice(mem, at, 8 * self.width as usize)?;
+        let mut item = [0u64; 2];
+        for (k, w) in item.iter_mut().take(self.width as usize).enumerate() {
+            *w = get_u64(b, 8 * k);
+        }
+        Ok(item)
+    }
+
+    /// Calls `f` with every item in order, and `node` with every node's offset.
+    pub fn walk(&self, mem: &[u8], f: &mut ItemFn<'_>, node: &mut NodeFn<'_>) -> Result<(), Corruption> {
+        if self.count > self.capacity(self.depth) {
+            return Err(Corruption::new(self.root.0, "vector holds more than its depth allows"));
+        }
+        if self.count == 0 {
+            return if self.root == Word::EMPTY {
+                Ok(())
+            } else {
+                Err(Corruption::new(self.root.0, "empty vector has a root"))
+            };
+        }
+        self.walk_node(mem, self.root, self.depth, 0, f, node)
+    }
+
+    fn walk_node(
+        &self,
+        mem: &[u8],
+        w: Word,
+        level: u8,
+        first: u64,
+        f: &mut ItemFn<'_>,
+        node: &mut NodeFn<'_>,
+    ) -> Result<(), Corruption> {
+        let off = w.as_ref().ok_or_else(|| Corruption::new(w.0, "vector path ends early"))?;
+        node(off)?;
+        let b = slice(mem, off, VEC_NODE)?;
+        if level == 0 {
+            self.check(mem, off, ty::VEC_LEAF)?;
+            let n = (self.count - first).min(self.leaf_items());
+            let wd = self.width as usize;
+            for k in 0..n as usize {
+                let item: Vec<u64> = (0..wd).map(|j| get_u64(b, 8 + 8 * (k * wd + j))).collect();
+                f(first + k as u64, &item)?;
+            }
+            return Ok(());
+        }
+        self.check(mem, off, ty::VEC_INNER)?;
+        let span = self.span(level);
+        for slot in 0..VEC_SLOTS {
+            let start = first + slot * span;
+            if start >= self.count {
+                break;
+            }
+            self.walk_node(mem, Word(get_u64(b, 8 + 8 * slot as usize)), level - 1, start, f, node)?;
+        }
+        Ok(())
+    }
+
+    fn blank(&self, level: u8) -> Vec<u8> {
+        let mut b = vec![0u8; VEC_NODE];
+        if level == 0 {
+            b[0] = ty::VEC_LEAF;
+            b[1] = self.width;
+        } else {
+            b[0] = ty::VEC_INNER;
+        }
+        b
+    }
+
+    /// Replaces the item at `i` (which must exist, or be the one past the end when
+    /// appending) along a copied path; creates missing nodes.
+    fn put_item<S: Store>(&mut self, s: &mut S, i: u64, item: &[u64], owned: bool) -> Result<(), StoreError> {
+        self.root = self.put_at(s, self.root, self.depth, i, item, owned)?;
+        Ok(())
+    }
+
+    fn put_at<S: Store>(
+        &self,
+        s: &mut S,
+        w: Word,
+        level: u8,
+        i: u64,
+        item: &[u64],
+        owned: bool,
+    ) -> Result<Word, StoreError> {
+        let old = w.as_ref();
+        let mut b = match old {
+            Some(off) => slice(s.mem(), off, VEC_NODE)?.to_vec(),
+            None => self.blank(level),
+        };
+        if let Some(off) = old {
+            self.check(s.mem(), off, if level == 0 { ty::VEC_LEAF } else { ty::VEC_INNER })?;
+        }
+        if level == 0 {
+            let at = 8 + 8 * ((i % self.leaf_items()) as usize) * self.width as usize;
+            for (k, &x) in item.iter().enumerate() {
+                put_u64(&mut b, at + 8 * k, x);
+            }
+        } else {
+            let slot = ((i / self.span(level)) % VEC_SLOTS) as usize;
+            let child = Word(get_u64(&b, 8 + 8 * slot));
+            let nc = self.put_at(s, child, level - 1, i, item, owned)?;
+            if nc == child && old.is_some() {
+                return Ok(w);
+            }
+            put_u64(&mut b, 8 + 8 * slot, nc.0);
+        }
+        Ok(Word(put(s, old, &b, owned)?))
+    }
+
+    /// Sets the item at `i`.
+    pub fn set<S: Store>(&mut self, s: &mut S, i: u64, item: &[u64], owned: bool) -> Result<(), StoreError> {
+        if i >= self.count {
+            return Err(Corruption::new(
+                self.root.0,
+                format!("vector index {i} past its count {}", self.count),
+            )
+            .into());
+        }
+        self.put_item(s, i, item, owned)
+    }
+
+    /// Appends an item.
+    pub fn push<S: Store>(&mut self, s: &mut S, item: &[u64], owned: bool) -> Result<(), StoreError> {
+        if self.count == self.capacity(self.depth) && self.count > 0 {
+            // Full: a new root above the old one.
+            let mut b = self.blank(self.depth + 1);
+            put_u64(&mut b, 8, self.root.0);
+            self.root = Word(put(s, None, &b, true)?);
+            self.depth += 1;
+        }
+        let i = self.count;
+        self.count += 1;
+        self.put_item(s, i, item, owned)
+    }
+
+    /// Removes the last item and returns it.
+    pub fn pop<S: Store>(&mut self, s: &mut S, owned: bool) -> Result<Option<[u64; 2]>, StoreError> {
+        if self.count == 0 {
+            return Ok(None);
+        }
+        let i = self.count - 1;
+        let item = self.get(s.mem(), i)?;
+        let zero = [0u64; 2];
+        if i % self.leaf_items() == 0 {
+            // The last leaf empties: drop it (and any inner node left empty).
+            self.root = self.drop_last(s, self.root, self.depth, i, owned)?;
+        } else {
+            self.put_item(s, i, &zero[..self.width as usize], owned)?;
+        }
+        self.count = i;
+        while self.depth > 0 && self.count <= self.capacity(self.depth - 1) {
+            let off = self.root.as_ref().ok_or_else(|| Corruption::new(0, "vector root missing"))?;
+            let child = Word(get_u64(slice(s.mem(), off + 8, 8)?, 0));
+            s.retire(off, owned)?;
+            self.root = child;
+            self.depth -= 1;
+        }
+        if self.count == 0 {
+            if let Some(off) = self.root.as_ref() {
+                s.retire(off, owned)?;
+            }
+            self.root = Word::EMPTY;
+            self.depth = 0;
+        }
+        Ok(Some(item))
+    }
+
+    /// Removes the subtree holding only item `i` (the first of its leaf).
+    fn drop_last<S: Store>(
+        &self,
+        s: &mut S,
+        w: Word,
+        level: u8,
+        i: u64,
+        owned: bool,
+    ) -> Result<Word, StoreError> {
+        let off = w.as_ref().ok_or_else(|| Corruption::new(w.0, "vector path ends early"))?;
+        if level == 0 {
+            s.retire(off, owned)?;
+            return Ok(Word::EMPTY);
+        }
+        let mut b = slice(s.mem(), off, VEC_NODE)?.to_vec();
+        let slot = ((i / self.span(level)) % VEC_SLOTS) as usize;
+        let nc = self.drop_last(s, Word(get_u64(&b, 8 + 8 * slot)), level - 1, i, owned)?;
+        put_u64(&mut b, 8 + 8 * slot, nc.0);
+        if slot == 0 && nc == Word::EMPTY {
+            s.retire(off, owned)?;
+            return Ok(Word::EMPTY);
+        }
+        Ok(Word(put(s, Some(off), &b, owned)?))
+    }
+
+    /// Retires every node of the vector (not the items).
+    pub fn retire_nodes<S: Store>(&self, s: &mut S, owned: bool) -> Result<(), StoreError> {
+        let mut nodes = Vec::new();
+        self.walk(s.mem(), &mut |_, _| Ok(()), &mut |off| {
+            nodes.push(off);
+            Ok(())
+        })?;
+        for off in nodes {
+            s.retire(off, owned)?;
+        }
+        Ok(())
+    }
+
+    /// Builds a vector of `items` (each `width` words) from scratch, all nodes fresh.
+    pub fn build<S: Store>(s: &mut S, width: u8, items: &[u64]) -> Result<Vector, StoreError> {
+        let mut v = Vector::empty(width);
+        for item in items.chunks(width as usize) {
+            v.push(s, item, true)?;
+        }
+        Ok(v)
+    }
+}

@@ -1,0 +1,160 @@
+//! Walking the object graph: the words an object refers to (for the checker and crash
+//! recovery), and releasing a subtree that a change made unreachable.
+
+use super::champ;
+use super::layout::*;
+use super::store::{Store, StoreError};
+use super::value::{dict_order, header_word, list_vector};
+use super::vector::Vector;
+use super::word::Word;
+use crate::error::Corruption;
+
+/// Every word the object at `off` refers to: its values and its internal nodes. Integer
+/// fields (lengths, a map entry's order index) are not words and are left out; empty
+/// slots are included as [`Word::EMPTY`].
+pub fn children(mem: &[u8], off: u64) -> Result<Vec<Word>, Corruption> {
+    let size = object_size(mem, off)?;
+    let b = slice(mem, off, size)?;
+    let words =
+        |from: usize, to: usize| (from..to).step_by(8).map(|at| Word(get_u64(b, at))).collect::<Vec<_>>();
+    Ok(match b[0] {
+        ty::STR | ty::BYTES | ty::BIGINT | ty::FLOAT => vec![],
+        ty::TUPLE => words(8, size),
+        ty::RECORD => words(8, size),
+        ty::DICT => vec![Word(get_u64(b, DICT_MAP)), Word(get_u64(b, DICT_ORDER))],
+        ty::LIST => vec![Word(get_u64(b, LIST_ROOT))],
+        ty::SET | ty::FROZENSET => vec![Word(get_u64(b, SET_ROOT))],
+        t @ (ty::MAP_NODE | ty::SET_NODE) => {
+            let map = t == ty::MAP_NODE;
+            let ew = entry_words(map);
+            let nd = get_u16(b, 2).count_ones() as usize;
+            let mut out = Vec::new();
+            for e in 0..nd {
+                out.push(Word(get_u64(b, 8 + 8 * ew * e)));
+                if map {
+                    out.push(Word(get_u64(b, 8 + 8 * ew * e + 8)));
+                }
+            }
+            out.extend(words(8 + 8 * ew * nd, size));
+            out
+        }
+        t @ (ty::MAP_COLLISION | ty::SET_COLLISION) => {
+            let map = t == ty::MAP_COLLISION;
+            let ew = entry_words(map);
+            let n = get_u32(b, 4) as usize;
+            let mut out = Vec::new();
+            for e in 0..n {
+                out.push(Word(get_u64(b, 16 + 8 * ew * e)));
+                if map {
+                    out.push(Word(get_u64(b, 16 + 8 * ew * e + 8)));
+                }
+            }
+            out
+        }
+        ty::VEC_LEAF | ty::VEC_INNER => words(8, size),
+        t => return Err(Corruption::new(off, format!("unknown object type {t}"))),
+    })
+}
+
+/// Releases the value `w` and everything under it that nobody else references: each
+/// object is retired (freed at once if created in this transaction, once readers move on
+/// otherwise). Shared objects, and everything under them, stay for the collector.
+pub fn release<S: Store>(s: &mut S, w: Word) -> Result<(), StoreError> {
+    let Some(off) = w.as_ref() else { return Ok(()) };
+    if s.is_shared(off)? {
+        return Ok(());
+    }
+    let mem = s.mem();
+    let t = slice(mem, off, 1)?[0];
+    let mut values = Vec::new();
+    let mut nodes = Vec::new();
+    match t {
+        ty::STR | ty::BYTES | ty::BIGINT | ty::FLOAT => {}
+        ty::TUPLE | ty::RECORD => values = children(mem, off)?,
+        ty::DICT => {
+            champ::walk(
+                mem,
+                header_word(mem, off, DICT_MAP)?,
+                true,
+                0,
+                &mut |e| {
+                    values.push(Word(e[0]));
+                    values.push(Word(e[1]));
+                    Ok(())
+                },
+                &mut |n| {
+                    nodes.push(n);
+                    Ok(())
+                },
+            )?;
+            vector_nodes(mem, &dict_order(mem, off)?, &mut nodes)?;
+        }
+        ty::LIST => {
+            let v = list_vector(mem, off)?;
+            v.walk(
+                mem,
+                &mut |_, item| {
+                    values.push(Word(item[0]));
+                    Ok(())
+                },
+                &mut |n| {
+                    nodes.push(n);
+                    Ok(())
+                },
+            )?;
+        }
+        ty::SET | ty::FROZENSET => {
+            champ::walk(
+                mem,
+                header_word(mem, off, SET_ROOT)?,
+                false,
+                0,
+                &mut |e| {
+                    values.push(Word(e[0]));
+                    Ok(())
+                },
+                &mut |n| {
+                    nodes.push(n);
+                    Ok(())
+                },
+            )?;
+        }
+        t => return Err(Corruption::new(off, format!("object of type {t} is not a value")).into()),
+    }
+    for v in values {
+        release(s, v)?;
+    }
+    for n in nodes {
+        s.retire(n, true)?;
+    }
+    s.retire(off, true)?;
+    Ok(())
+}
+
+fn vector_nodes(mem: &[u8], v: &Vector, nodes: &mut Vec<u64>) -> Result<(), Corruption> {
+    v.walk(mem, &mut |_, _| Ok(()), &mut |n| {
+        nodes.push(n);
+        Ok(())
+    })
+}
+
+/// Every object reachable from `roots`, as (offset, allocation size), each once.
+pub fn reachable(mem: &[u8], roots: &[Word]) -> Result<Vec<(u64, u64)>, Corruption> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    let mut stack: Vec<Word> = roots.to_vec();
+    while let Some(w) = stack.pop() {
+        let Some(off) = w.as_ref() else {
+            if let super::word::Imm::Invalid = w.decode() {
+                return Err(Corruption::new(w.0, "invalid word"));
+            }
+            continue;
+        };
+        if !seen.insert(off) {
+            continue;
+        }
+        out.push((off, object_size(mem, off)? as u64));
+        stack.extend(children(mem, off)?);
+    }
+    Ok(out)
+}
