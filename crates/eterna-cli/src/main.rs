@@ -1,9 +1,10 @@
 //! `eterna`: inspect, check and benchmark eterna heap files.
 
 mod demo;
+mod json;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use eterna::{Access, Allocator, OpenError, Stats};
+use eterna::{Access, Allocator, Heap, Key, Options, Stats, TxnError, Value};
 use eterna_bench::frag::{self, Pattern};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +27,24 @@ enum Command {
     },
     /// Check a heap file: exit 0 if consistent, 1 if corruption is found, 2 on usage or I/O errors.
     Check { path: PathBuf },
+    /// Print root[KEY1][KEY2]... as JSON (list indices are numbers).
+    Get { path: PathBuf, keys: Vec<String> },
+    /// Set root[KEY1]...[KEYn] = JSON in one committed transaction; creates the heap and
+    /// missing dicts along the way.
+    Set {
+        path: PathBuf,
+        /// Keys, then the JSON value.
+        #[arg(required = true, num_args = 2..)]
+        args: Vec<String>,
+    },
+    /// Delete root[KEY1]...[KEYn] in one committed transaction.
+    Del {
+        path: PathBuf,
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Print the whole root as JSON (types JSON lacks are marked, see the README).
+    Dump { path: PathBuf },
     /// Run a benchmark workload on eterna.
     Bench {
         #[command(subcommand)]
@@ -91,6 +110,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Stats { path, json } => stats(path, json),
         Command::Check { path } => check(path),
+        Command::Get { path, keys } => get(path, keys),
+        Command::Set { path, args } => set(path, args),
+        Command::Del { path, keys } => del(path, keys),
+        Command::Dump { path } => get(path, vec![]),
         Command::Bench { workload } => bench(workload),
         Command::Demo { n } => demo::run(n),
     };
@@ -128,21 +151,88 @@ pub fn print_stats(s: &Stats) {
 }
 
 fn check(path: PathBuf) -> Result<(), Failure> {
-    let corrupt = |m: String| Failure { code: 1, message: m };
-    let heap = match Allocator::open(&path, Access::ReadOnly) {
-        Ok(h) => h,
-        Err(OpenError::Io(e)) => return Err(e.into()),
-        Err(e) => return Err(corrupt(e.to_string())),
-    };
-    heap.verify().map_err(|e| corrupt(e.to_string()))?;
-    let s = heap.stats()?;
-    println!(
-        "{}: consistent ({} live blocks in {} arenas, transaction {})",
-        path.display(),
-        s.blocks_live,
-        s.arenas_current,
-        s.txn_id
-    );
+    match eterna::check::check(&path) {
+        Ok(r) => {
+            println!(
+                "{}: consistent: transaction {}, {} objects ({} bytes) reachable, {} unreachable blocks ({} bytes){}",
+                path.display(),
+                r.txn_id,
+                r.objects,
+                r.bytes,
+                r.unreachable_blocks,
+                r.unreachable_bytes,
+                if r.interrupted {
+                    "; the last writer died in a transaction: the next writer frees what it left"
+                } else {
+                    ""
+                }
+            );
+            Ok(())
+        }
+        Err(eterna::check::CheckError::Io(e)) => Err(e.into()),
+        Err(e) => Err(Failure { code: 1, message: format!("{}: {e}", path.display()) }),
+    }
+}
+
+fn txn_failure(e: TxnError) -> Failure {
+    let code = if matches!(e, TxnError::Corrupt(_)) { 1 } else { 2 };
+    Failure { code, message: e.to_string() }
+}
+
+/// Turns command-line keys into a path: a key indexing a list or tuple is a number, any
+/// other key a str.
+fn resolve(
+    read: impl Fn(&[Key]) -> Result<Option<bool>, TxnError>,
+    keys: &[String],
+) -> Result<Vec<Key<'static>>, Failure> {
+    let mut path: Vec<Key<'static>> = Vec::new();
+    for k in keys {
+        let sequence = read(&path).map_err(txn_failure)?.unwrap_or(false);
+        match (sequence, k.parse::<i64>()) {
+            (true, Ok(i)) => path.push(Key::Int(i)),
+            _ => path.push(Key::Str(k.clone().into())),
+        }
+    }
+    Ok(path)
+}
+
+fn is_sequence(v: Option<Value<'_>>) -> Option<bool> {
+    v.map(|v| matches!(v, Value::List(_) | Value::Tuple(_)))
+}
+
+fn get(path: PathBuf, keys: Vec<String>) -> Result<(), Failure> {
+    let heap = Heap::open(&path, Options { readonly: true, ..Options::default() })?;
+    let r = heap.read().map_err(txn_failure)?;
+    let p = resolve(|p| Ok(is_sequence(r.get(p)?)), &keys)?;
+    match r.get(&p).map_err(txn_failure)? {
+        Some(v) => {
+            println!("{}", json::to_json(&v).map_err(txn_failure)?);
+            Ok(())
+        }
+        None => Err(Failure { code: 2, message: format!("{} not found", eterna::txn::render_path(&p)) }),
+    }
+}
+
+fn set(path: PathBuf, mut args: Vec<String>) -> Result<(), Failure> {
+    let text = args.pop().expect("clap requires a value");
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Failure { code: 2, message: format!("the value is not JSON: {e}") })?;
+    let heap = Heap::open(&path, Options::default())?;
+    let mut w = heap.write().map_err(txn_failure)?;
+    let p = resolve(|p| Ok(is_sequence(w.get(p)?)), &args)?;
+    w.set_creating(&p, &json::to_input(&value)).map_err(txn_failure)?;
+    w.commit().map_err(txn_failure)?;
+    heap.close().map_err(txn_failure)?;
+    Ok(())
+}
+
+fn del(path: PathBuf, keys: Vec<String>) -> Result<(), Failure> {
+    let heap = Heap::open(&path, Options { create: false, ..Options::default() })?;
+    let mut w = heap.write().map_err(txn_failure)?;
+    let p = resolve(|p| Ok(is_sequence(w.get(p)?)), &keys)?;
+    w.del(&p).map_err(txn_failure)?;
+    w.commit().map_err(txn_failure)?;
+    heap.close().map_err(txn_failure)?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! it) exist today; values, transactions, the collector and the public heap API come next.
 
 pub mod alloc;
+pub mod check;
 pub mod error;
 pub mod format;
 pub mod heap;

@@ -86,6 +86,12 @@ impl Allocator {
         Self::open_with(path, Access::ReadWrite, false)
     }
 
+    /// Opens a heap read-only without scanning its arenas (for the checker, which decides
+    /// whether the metadata can be trusted).
+    pub fn open_for_recovery_readonly(path: &Path) -> Result<Allocator, OpenError> {
+        Self::open_with(path, Access::ReadOnly, false)
+    }
+
     fn open_with(path: &Path, access: Access, scan: bool) -> Result<Allocator, OpenError> {
         let region = Region::open(path, access)?;
         let len = region.len();
@@ -770,6 +776,42 @@ impl Allocator {
             self.flush()?;
         }
         Ok(())
+    }
+
+    /// Every live block: (offset, usable size), in address order.
+    pub fn live_blocks(&self) -> Result<Vec<(u64, u64)>, Corruption> {
+        let mut out = Vec::new();
+        for (a, ar) in self.st.arenas.iter().enumerate() {
+            let a = a as u32;
+            match ar.kind {
+                kind::SMALL => {
+                    for i in 1..=SMALL_POOLS as u64 {
+                        let p = pool_id(a, i);
+                        let rec = self.region.bytes(record_off(p), RECORD_LEN as usize)?;
+                        if rec[D_STATE as usize] != state::IN_USE || rec[D_CLASS as usize] == 0 {
+                            continue;
+                        }
+                        let c = rec[D_CLASS as usize] as usize - 1;
+                        for k in 0..class_cap(c) as u64 {
+                            if rec[(D_BITMAP + k / 8) as usize] & (1 << (k % 8)) != 0 {
+                                out.push((pool_base(p) + k * class_size(c), class_size(c)));
+                            }
+                        }
+                    }
+                }
+                kind::LARGE => {
+                    for q in 1..256u64 {
+                        let n = self.region.u16_at(arena_base(a) + L_RUNLEN + 2 * q)? as u64;
+                        if n > 0 {
+                            out.push((page_base(a, q), n * PAGE));
+                        }
+                    }
+                }
+                kind::HUGE => out.push((arena_base(a) + PAGE, huge_usable(ar.span))),
+                _ => {}
+            }
+        }
+        Ok(out)
     }
 
     /// The usable size of the live block at `off`.

@@ -115,3 +115,16 @@ pub const fn bitmap_off(p: u32) -> u64 {
 pub const fn page_base(a: u32, i: u64) -> u64 {
     arena_base(a) + i * PAGE
 }
+
+/// The usable size of the block `alloc(size)` returns.
+pub fn block_size(size: usize) -> u64 {
+    let size = size.max(1) as u64;
+    if size <= SMALL_MAX as u64 {
+        class_size(class_of(size as usize))
+    } else if size.div_ceil(crate::format::PAGE) <= LARGE_MAX_PAGES {
+        size.div_ceil(crate::format::PAGE) * crate::format::PAGE
+    } else {
+        (size + crate::format::PAGE).div_ceil(crate::format::ARENA) * crate::format::ARENA
+            - crate::format::PAGE
+    }
+}

@@ -9,7 +9,7 @@ mod stats;
 
 pub use crate::error::{AllocError, FreeError};
 pub use allocator::{Allocator, Durability};
-pub use layout::{class_of, class_size, GRAIN, LARGE_MAX_PAGES, NCLASSES, SMALL_MAX};
+pub use layout::{block_size, class_of, class_size, GRAIN, LARGE_MAX_PAGES, NCLASSES, SMALL_MAX};
 pub use rebuild::RebuildError;
 pub use spare::{MAX_SPARE, MIN_SPARE};
 pub use stats::{ClassStats, Stats};

@@ -64,6 +64,15 @@ pub fn put<S: Store>(s: &mut S, old: Option<u64>, image: &[u8], owned: bool) -> 
             }
         }
     }
+    if let Some(o) = old {
+        if !owned && !s.is_fresh(o) {
+            // The old version stays reachable from elsewhere, and the copy refers to its
+            // children too: they now have two parents.
+            for c in super::walk::children(s.mem(), o)? {
+                s.share(c)?;
+            }
+        }
+    }
     let n = s.alloc(image.len())?;
     s.write(n, image)?;
     if let Some(o) = old {

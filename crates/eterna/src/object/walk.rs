@@ -1,11 +1,8 @@
 //! Walking the object graph: the words an object refers to (for the checker and crash
 //! recovery), and releasing a subtree that a change made unreachable.
 
-use super::champ;
 use super::layout::*;
 use super::store::{Store, StoreError};
-use super::value::{dict_order, header_word, list_vector};
-use super::vector::Vector;
 use super::word::Word;
 use crate::error::Corruption;
 
@@ -60,82 +57,21 @@ pub fn children(mem: &[u8], off: u64) -> Result<Vec<Word>, Corruption> {
 /// object is retired (freed at once if created in this transaction, once readers move on
 /// otherwise). Shared objects, and everything under them, stay for the collector.
 pub fn release<S: Store>(s: &mut S, w: Word) -> Result<(), StoreError> {
-    let Some(off) = w.as_ref() else { return Ok(()) };
-    if s.is_shared(off)? {
-        return Ok(());
-    }
-    let mem = s.mem();
-    let t = slice(mem, off, 1)?[0];
-    let mut values = Vec::new();
-    let mut nodes = Vec::new();
-    match t {
-        ty::STR | ty::BYTES | ty::BIGINT | ty::FLOAT => {}
-        ty::TUPLE | ty::RECORD => values = children(mem, off)?,
-        ty::DICT => {
-            champ::walk(
-                mem,
-                header_word(mem, off, DICT_MAP)?,
-                true,
-                0,
-                &mut |e| {
-                    values.push(Word(e[0]));
-                    values.push(Word(e[1]));
-                    Ok(())
-                },
-                &mut |n| {
-                    nodes.push(n);
-                    Ok(())
-                },
-            )?;
-            vector_nodes(mem, &dict_order(mem, off)?, &mut nodes)?;
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![w];
+    let mut doomed = Vec::new();
+    while let Some(w) = stack.pop() {
+        let Some(off) = w.as_ref() else { continue };
+        if !seen.insert(off) || s.is_shared(off)? {
+            continue;
         }
-        ty::LIST => {
-            let v = list_vector(mem, off)?;
-            v.walk(
-                mem,
-                &mut |_, item| {
-                    values.push(Word(item[0]));
-                    Ok(())
-                },
-                &mut |n| {
-                    nodes.push(n);
-                    Ok(())
-                },
-            )?;
-        }
-        ty::SET | ty::FROZENSET => {
-            champ::walk(
-                mem,
-                header_word(mem, off, SET_ROOT)?,
-                false,
-                0,
-                &mut |e| {
-                    values.push(Word(e[0]));
-                    Ok(())
-                },
-                &mut |n| {
-                    nodes.push(n);
-                    Ok(())
-                },
-            )?;
-        }
-        t => return Err(Corruption::new(off, format!("object of type {t} is not a value")).into()),
+        stack.extend(children(s.mem(), off)?);
+        doomed.push(off);
     }
-    for v in values {
-        release(s, v)?;
+    for off in doomed {
+        s.retire(off, true)?;
     }
-    for n in nodes {
-        s.retire(n, true)?;
-    }
-    s.retire(off, true)?;
     Ok(())
-}
-
-fn vector_nodes(mem: &[u8], v: &Vector, nodes: &mut Vec<u64>) -> Result<(), Corruption> {
-    v.walk(mem, &mut |_, _| Ok(()), &mut |n| {
-        nodes.push(n);
-        Ok(())
-    })
 }
 
 /// Every object reachable from `roots`, as (offset, allocation size), each once.
