@@ -80,7 +80,8 @@ fn float(f: f64) -> Json {
     }
 }
 
-fn dict(d: &Dict<'_>) -> Result<Json, TxnError> {
+fn dict(d: &Dict<'_>, depth: usize) -> Result<Json, TxnError> {
+    let to_json = |v: &Value<'_>| at_depth(v, depth + 1);
     let items = d.items()?;
     if items.iter().all(|(k, _)| matches!(k, Value::Str(_))) {
         let mut m = Map::new();
@@ -97,8 +98,23 @@ fn dict(d: &Dict<'_>) -> Result<Json, TxnError> {
     }
 }
 
+/// Deepest nesting `to_json` follows; a file nested deeper is taken for corrupt (only a
+/// damaged file can hold a reference cycle).
+const MAX_DEPTH: usize = 512;
+
 /// A stored value as JSON, marking what JSON cannot hold.
 pub fn to_json(v: &Value<'_>) -> Result<Json, TxnError> {
+    at_depth(v, 0)
+}
+
+fn at_depth(v: &Value<'_>, depth: usize) -> Result<Json, TxnError> {
+    if depth > MAX_DEPTH {
+        return Err(TxnError::Corrupt(eterna::Corruption {
+            offset: 0,
+            what: "values nested too deeply (a reference cycle?)".into(),
+        }));
+    }
+    let to_json = |v: &Value<'_>| at_depth(v, depth + 1);
     Ok(match v {
         Value::None => Json::Null,
         Value::Bool(b) => Json::Bool(*b),
@@ -111,7 +127,7 @@ pub fn to_json(v: &Value<'_>) -> Result<Json, TxnError> {
         }
         Value::Tuple(t) => json!({"$tuple": t.items()?.iter().map(to_json).collect::<Result<Vec<_>, _>>()?}),
         Value::List(l) => Json::Array(l.items()?.iter().map(to_json).collect::<Result<Vec<_>, _>>()?),
-        Value::Dict(d) => dict(d)?,
+        Value::Dict(d) => dict(d, depth)?,
         Value::Set(s) => json!({"$set": s.items()?.iter().map(to_json).collect::<Result<Vec<_>, _>>()?}),
         Value::FrozenSet(s) => {
             json!({"$frozenset": s.items()?.iter().map(to_json).collect::<Result<Vec<_>, _>>()?})

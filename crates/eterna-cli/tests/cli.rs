@@ -122,3 +122,67 @@ fn check_exit_codes() {
     assert_eq!(eterna(&["check"]).status.code(), Some(2));
     assert_eq!(eterna(&["stats", missing.to_str().unwrap()]).status.code(), Some(2));
 }
+
+#[test]
+fn get_set_del_dump_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("h");
+    let p = p.to_str().unwrap();
+    assert!(eterna(&["set", p, "users", "alice", r#"{"age": 30, "tags": ["a", "b"], "z": 1, "m": 2}"#])
+        .status
+        .success());
+    assert!(eterna(&["set", p, "users", "bob", r#"{"age": 25}"#]).status.success());
+    let tag = eterna(&["get", p, "users", "alice", "tags", "1"]);
+    assert_eq!(String::from_utf8_lossy(&tag.stdout).trim(), "\"b\"");
+    let alice = json(&eterna(&["get", p, "users", "alice"]));
+    // Insertion order survives the round trip.
+    let keys: Vec<&String> = alice.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["age", "tags", "z", "m"]);
+    assert!(eterna(&["del", p, "users", "bob"]).status.success());
+    let all = json(&eterna(&["dump", p]));
+    assert_eq!(all["users"].as_object().unwrap().len(), 1);
+    let missing = eterna(&["get", p, "users", "bob"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
+    let bad = eterna(&["set", p, "x", "{not json"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(eterna(&["check", p]).status.success());
+}
+
+#[test]
+fn check_on_damaged_files_exits_0_or_1_and_never_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("h");
+    for i in 0..200 {
+        let out = eterna(&[
+            "set",
+            p.to_str().unwrap(),
+            &format!("k{i}"),
+            &format!(r#"{{"n": {i}, "s": "{}", "l": [1, 2, 3]}}"#, "text ".repeat(i % 7)),
+        ]);
+        assert!(out.status.success());
+    }
+    let pristine = std::fs::read(&p).unwrap();
+    let used: Vec<usize> =
+        (0..pristine.len()).step_by(64).filter(|&i| pristine[i..i + 64].iter().any(|&b| b != 0)).collect();
+    let mut seed = 11u64;
+    let mut corrupt = 0;
+    for round in 0..40 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut bytes = pristine.clone();
+        let at = used[(seed >> 33) as usize % used.len()] + (seed % 64) as usize;
+        bytes[at] ^= 1 << (round % 8);
+        let d = dir.path().join("damaged");
+        std::fs::write(&d, &bytes).unwrap();
+        let out = eterna(&["check", d.to_str().unwrap()]);
+        let code = out.status.code();
+        assert!(matches!(code, Some(0) | Some(1)), "check exited {:?} (killed by a signal?)", out.status);
+        if code == Some(1) {
+            corrupt += 1;
+            assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
+        }
+        let dump = eterna(&["dump", d.to_str().unwrap()]);
+        assert!(dump.status.code().is_some(), "dump was killed by a signal");
+    }
+    assert!(corrupt > 0, "no damage was found in 40 damaged files");
+}

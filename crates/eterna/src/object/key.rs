@@ -286,8 +286,19 @@ pub fn eq_stored(mem: &[u8], w: Word, probe: &Key) -> Result<bool, Corruption> {
     }
 }
 
+/// Deepest nesting of tuples and frozensets in a key that a read accepts; anything deeper
+/// in a file is taken for a reference cycle, which only corruption can make.
+pub const MAX_KEY_DEPTH: usize = 256;
+
 /// Decodes a stored key.
 pub fn decode_key(mem: &[u8], w: Word) -> Result<Key<'_>, Corruption> {
+    decode_key_at(mem, w, 0)
+}
+
+fn decode_key_at(mem: &[u8], w: Word, depth: usize) -> Result<Key<'_>, Corruption> {
+    if depth > MAX_KEY_DEPTH {
+        return Err(Corruption::new(w.0, "key nested too deeply (a reference cycle?)"));
+    }
     let bad = |what: &str| Corruption::new(w.0, format!("a key slot holds {what}"));
     Ok(match w.decode() {
         Imm::None => Key::None,
@@ -318,14 +329,14 @@ pub fn decode_key(mem: &[u8], w: Word) -> Result<Key<'_>, Corruption> {
                     let mut items = Vec::with_capacity(n as usize);
                     for i in 0..n {
                         let iw = Word(super::layout::get_u64(slice(mem, off + 8 + 8 * i, 8)?, 0));
-                        items.push(decode_key(mem, iw)?);
+                        items.push(decode_key_at(mem, iw, depth + 1)?);
                     }
                     Key::Tuple(items)
                 }
                 ty::FROZENSET => {
                     let mut items = Vec::new();
                     super::champ::for_each_entry(mem, super::set_root(mem, off)?, false, &mut |e| {
-                        items.push(decode_key(mem, Word(e[0]))?);
+                        items.push(decode_key_at(mem, Word(e[0]), depth + 1)?);
                         Ok(())
                     })?;
                     Key::FrozenSet(items)

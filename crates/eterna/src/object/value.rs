@@ -175,6 +175,13 @@ impl<'t> Value<'t> {
 
     /// The value as a dict key, if it is hashable.
     pub fn to_key(&self) -> Result<Option<Key<'t>>, Corruption> {
+        self.to_key_at(0)
+    }
+
+    fn to_key_at(&self, depth: usize) -> Result<Option<Key<'t>>, Corruption> {
+        if depth > super::key::MAX_KEY_DEPTH {
+            return Err(Corruption::new(0, "key nested too deeply (a reference cycle?)"));
+        }
         Ok(Some(match *self {
             Value::None => Key::None,
             Value::Bool(b) => Key::Bool(b),
@@ -192,7 +199,7 @@ impl<'t> Value<'t> {
             Value::Tuple(t) => {
                 let mut items = Vec::new();
                 for v in t.items()? {
-                    match v.to_key()? {
+                    match v.to_key_at(depth + 1)? {
                         Some(k) => items.push(k),
                         None => return Ok(None),
                     }

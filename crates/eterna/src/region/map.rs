@@ -287,8 +287,9 @@ impl Region {
 /// than the file so that growth needs no new mapping; when the file outgrows it, a new,
 /// larger mapping replaces it and the old one lives on until its last snapshot ends.
 pub struct ReadMap {
-    file: File,                           // a read-only descriptor
-    current: std::sync::Mutex<Arc<Mmap>>, // the newest mapping
+    file: File,                              // a read-only descriptor
+    current: std::sync::Mutex<Arc<Mmap>>,    // the newest mapping
+    known_len: std::sync::atomic::AtomicU64, // the file is at least this long
 }
 
 /// One snapshot's window on the file: a mapping and the length it may read.
@@ -330,20 +331,26 @@ impl ReadMap {
         let file = OpenOptions::new().read(true).open(path)?;
         let (len, _) = os::sizes(&file)?;
         let map = map_ro(&file, len)?;
-        Ok(ReadMap { file, current: std::sync::Mutex::new(Arc::new(map)) })
+        Ok(ReadMap { file, current: std::sync::Mutex::new(Arc::new(map)), known_len: len.into() })
     }
 
-    /// A view of the first `len` bytes of the file, which must exist.
+    /// A view of the first `len` bytes of the file; an error if the file is shorter
+    /// (reading a mapping past the end of its file would fault).
     pub fn view(&self, len: u64) -> io::Result<View> {
-        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if (cur.len() as u64) < len {
+        use std::sync::atomic::Ordering;
+        if len > self.known_len.load(Ordering::Acquire) {
             let (file_len, _) = os::sizes(&self.file)?;
             if file_len < len {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    "heap file shorter than its meta says",
+                    format!("heap file is {file_len} bytes, shorter than the {len} its state needs"),
                 ));
             }
+            self.known_len.fetch_max(file_len, Ordering::AcqRel);
+        }
+        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if (cur.len() as u64) < len {
+            let (file_len, _) = os::sizes(&self.file)?;
             *cur = Arc::new(map_ro(&self.file, file_len)?);
         }
         Ok(View { map: cur.clone(), len })
