@@ -437,3 +437,78 @@ fn inlinable(mem: &[u8], node: Word, map: bool) -> Result<Option<[u64; 3]>, Corr
     let n = Node::read(mem, off, map)?;
     Ok((!n.coll && n.count() == 1 && n.children.is_empty()).then(|| n.entry(0)))
 }
+
+/// An iterator over a trie's entries, depth first, without allocating per entry.
+pub struct Iter<'m> {
+    mem: &'m [u8],
+    map: bool,
+    stack: Vec<(u64, usize, usize)>, // (node, next entry, next child)
+    failed: bool,
+}
+
+/// The entries of the trie at `root`.
+pub fn iter(mem: &[u8], root: Word, map: bool) -> Iter<'_> {
+    Iter { mem, map, stack: root.as_ref().map(|o| vec![(o, 0, 0)]).unwrap_or_default(), failed: false }
+}
+
+impl Iterator for Iter<'_> {
+    type Item = Result<[u64; 3], Corruption>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let ew = entry_words(self.map);
+        loop {
+            if self.failed {
+                return None;
+            }
+            let &(off, e, c) = self.stack.last()?;
+            if self.stack.len() > LEVELS as usize + 1 {
+                self.failed = true;
+                return Some(Err(Corruption::new(off, "hash trie deeper than 16 levels")));
+            }
+            let head = match slice(self.mem, off, 16) {
+                Ok(h) => h,
+                Err(err) => {
+                    self.failed = true;
+                    return Some(Err(err));
+                }
+            };
+            let coll = head[0] == ty::MAP_COLLISION || head[0] == ty::SET_COLLISION;
+            let (nd, nn, base) = if coll {
+                (get_u32(head, 4) as usize, 0, 16)
+            } else {
+                (get_u16(head, 2).count_ones() as usize, get_u16(head, 4).count_ones() as usize, 8)
+            };
+            let top = self.stack.last_mut().expect("non-empty");
+            if e < nd {
+                top.1 += 1;
+                let at = off + base + (8 * ew * e) as u64;
+                return Some(slice(self.mem, at, 8 * ew).map(|b| {
+                    let mut out = [0u64; 3];
+                    for (k, w) in out.iter_mut().take(ew).enumerate() {
+                        *w = get_u64(b, 8 * k);
+                    }
+                    out
+                }));
+            }
+            if c < nn {
+                top.2 += 1;
+                let at = off + base + (8 * (ew * nd + c)) as u64;
+                match slice(self.mem, at, 8) {
+                    Ok(b) => match Word(get_u64(b, 0)).as_ref() {
+                        Some(child) => self.stack.push((child, 0, 0)),
+                        None => {
+                            self.failed = true;
+                            return Some(Err(Corruption::new(off, "hash-trie child is not a reference")));
+                        }
+                    },
+                    Err(err) => {
+                        self.failed = true;
+                        return Some(Err(err));
+                    }
+                }
+                continue;
+            }
+            self.stack.pop();
+        }
+    }
+}

@@ -63,17 +63,7 @@ enum Num {
 
 /// Minimal two's complement little-endian bytes of `v`.
 fn int_bytes(v: i128) -> Vec<u8> {
-    let mut b = v.to_le_bytes().to_vec();
-    while b.len() > 1 {
-        let last = b[b.len() - 1];
-        let prev_sign = b[b.len() - 2] & 0x80;
-        if (last == 0 && prev_sign == 0) || (last == 0xff && prev_sign != 0) {
-            b.pop();
-        } else {
-            break;
-        }
-    }
-    b
+    minimal_int_bytes(&v.to_le_bytes())
 }
 
 /// Normalizes two's complement bytes to their minimal form.

@@ -175,10 +175,10 @@ impl<'t> Value<'t> {
 
     /// The value as a dict key, if it is hashable.
     pub fn to_key(&self) -> Result<Option<Key<'t>>, Corruption> {
-        self.to_key_at(0)
+        self.key_at(0)
     }
 
-    fn to_key_at(&self, depth: usize) -> Result<Option<Key<'t>>, Corruption> {
+    fn key_at(&self, depth: usize) -> Result<Option<Key<'t>>, Corruption> {
         if depth > super::key::MAX_KEY_DEPTH {
             return Err(Corruption::new(0, "key nested too deeply (a reference cycle?)"));
         }
@@ -199,7 +199,7 @@ impl<'t> Value<'t> {
             Value::Tuple(t) => {
                 let mut items = Vec::new();
                 for v in t.items()? {
-                    match v.to_key_at(depth + 1)? {
+                    match v.key_at(depth + 1)? {
                         Some(k) => items.push(k),
                         None => return Ok(None),
                     }
@@ -273,19 +273,14 @@ impl<'t> List<'t> {
         }
         Ok(Some(decode(self.0.cx, Word(v.get(self.0.cx.mem, i as u64)?[0]))?))
     }
+    /// The items, in order, lazily.
+    pub fn iter(&self) -> Result<impl Iterator<Item = Result<Value<'t>, Corruption>> + 't, Corruption> {
+        let cx = self.0.cx;
+        Ok(self.vector()?.iter(cx.mem).map(move |item| decode(cx, Word(item?[0]))))
+    }
     /// Every item, in order.
     pub fn items(&self) -> Result<Vec<Value<'t>>, Corruption> {
-        let mut out = Vec::new();
-        let cx = self.0.cx;
-        self.vector()?.walk(
-            cx.mem,
-            &mut |_, item| {
-                out.push(decode(cx, Word(item[0]))?);
-                Ok(())
-            },
-            &mut |_| Ok(()),
-        )?;
-        Ok(out)
+        self.iter()?.collect()
     }
 }
 
@@ -307,21 +302,20 @@ impl<'t> Dict<'t> {
             None => Ok(None),
         }
     }
+    /// The entries, in insertion order, lazily.
+    pub fn iter(
+        &self,
+    ) -> Result<impl Iterator<Item = Result<(Value<'t>, Value<'t>), Corruption>> + 't, Corruption> {
+        let cx = self.0.cx;
+        Ok(dict_order(cx.mem, self.0.off)?.iter(cx.mem).filter_map(move |item| match item {
+            Ok([0, _]) => None,
+            Ok([k, v]) => Some(decode(cx, Word(k)).and_then(|k| Ok((k, decode(cx, Word(v))?)))),
+            Err(e) => Some(Err(e)),
+        }))
+    }
     /// Every entry, in insertion order.
     pub fn items(&self) -> Result<Vec<(Value<'t>, Value<'t>)>, Corruption> {
-        let cx = self.0.cx;
-        let mut out = Vec::new();
-        dict_order(cx.mem, self.0.off)?.walk(
-            cx.mem,
-            &mut |_, item| {
-                if item[0] != 0 {
-                    out.push((decode(cx, Word(item[0]))?, decode(cx, Word(item[1]))?));
-                }
-                Ok(())
-            },
-            &mut |_| Ok(()),
-        )?;
-        Ok(out)
+        self.iter()?.collect()
     }
     /// Every key, in insertion order.
     pub fn keys(&self) -> Result<Vec<Value<'t>>, Corruption> {
@@ -344,15 +338,15 @@ impl<'t> Set<'t> {
         let root = header_word(cx.mem, self.0.off, SET_ROOT)?;
         Ok(champ::lookup(cx.mem, root, key.hash(cx.seed), key, false)?.is_some())
     }
+    /// The elements (in hash order: sets are unordered), lazily.
+    pub fn iter(&self) -> Result<impl Iterator<Item = Result<Value<'t>, Corruption>> + 't, Corruption> {
+        let cx = self.0.cx;
+        let root = header_word(cx.mem, self.0.off, SET_ROOT)?;
+        Ok(champ::iter(cx.mem, root, false).map(move |e| decode(cx, Word(e?[0]))))
+    }
     /// Every element (in hash order: sets are unordered).
     pub fn items(&self) -> Result<Vec<Value<'t>>, Corruption> {
-        let cx = self.0.cx;
-        let mut out = Vec::new();
-        champ::for_each_entry(cx.mem, header_word(cx.mem, self.0.off, SET_ROOT)?, false, &mut |e| {
-            out.push(decode(cx, Word(e[0]))?);
-            Ok(())
-        })?;
-        Ok(out)
+        self.iter()?.collect()
     }
 }
 

@@ -83,6 +83,25 @@ impl Vector {
         Ok(item)
     }
 
+    /// The leaf holding item `i` and the index of its first item.
+    fn leaf_of(&self, mem: &[u8], i: u64) -> Result<(u64, u64), Corruption> {
+        let mut node = self.root;
+        for level in (1..=self.depth).rev() {
+            let off = node.as_ref().ok_or_else(|| Corruption::new(node.0, "vector path ends early"))?;
+            self.check(mem, off, ty::VEC_INNER)?;
+            let slot = (i / self.span(level)) % VEC_SLOTS;
+            node = Word(get_u64(slice(mem, off + 8 + 8 * slot, 8)?, 0));
+        }
+        let off = node.as_ref().ok_or_else(|| Corruption::new(node.0, "vector path ends early"))?;
+        self.check(mem, off, ty::VEC_LEAF)?;
+        Ok((off, i - i % self.leaf_items()))
+    }
+
+    /// The items in order, one leaf descent per leaf.
+    pub fn iter<'m>(&self, mem: &'m [u8]) -> Iter<'m> {
+        Iter { mem, v: *self, i: 0, leaf: None }
+    }
+
     /// Calls `f` with every item in order, and `node` with every node's offset.
     pub fn walk(&self, mem: &[u8], f: &mut ItemFn<'_>, node: &mut NodeFn<'_>) -> Result<(), Corruption> {
         if self.count > self.capacity(self.depth) {
@@ -287,5 +306,55 @@ impl Vector {
             v.push(s, item, true)?;
         }
         Ok(v)
+    }
+}
+
+/// An iterator over a vector's items (each `width` words, padded to two).
+pub struct Iter<'m> {
+    mem: &'m [u8],
+    v: Vector,
+    i: u64,
+    leaf: Option<(u64, u64)>, // the current leaf and its first item's index
+}
+
+impl Iterator for Iter<'_> {
+    type Item = Result<[u64; 2], Corruption>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.i >= self.v.count {
+            return None;
+        }
+        if self.i == 0 && self.v.count > self.v.capacity(self.v.depth) {
+            self.i = self.v.count;
+            return Some(Err(Corruption::new(self.v.root.0, "vector holds more than its depth allows")));
+        }
+        let (off, base) = match self.leaf {
+            Some((off, base)) if self.i < base + self.v.leaf_items() => (off, base),
+            _ => match self.v.leaf_of(self.mem, self.i) {
+                Ok(l) => {
+                    self.leaf = Some(l);
+                    l
+                }
+                Err(e) => {
+                    self.i = self.v.count;
+                    return Some(Err(e));
+                }
+            },
+        };
+        let wd = self.v.width as u64;
+        let at = off + 8 + 8 * (self.i - base) * wd;
+        self.i += 1;
+        Some(slice(self.mem, at, 8 * wd as usize).map(|b| {
+            let mut item = [0u64; 2];
+            for (k, w) in item.iter_mut().take(wd as usize).enumerate() {
+                *w = get_u64(b, 8 * k);
+            }
+            item
+        }))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = (self.v.count - self.i.min(self.v.count)) as usize;
+        (n, Some(n))
     }
 }
