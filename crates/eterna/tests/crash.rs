@@ -120,8 +120,8 @@ fn sigkill_at_random_moments_leaves_a_committed_prefix() {
         let out = child.wait_with_output().unwrap();
         let printed = String::from_utf8_lossy(&out.stdout)
             .lines()
-            .filter_map(|l| l.strip_prefix("C ").and_then(|n| n.trim().parse::<i64>().ok()))
-            .last();
+            .rev()
+            .find_map(|l| l.strip_prefix("C ").and_then(|n| n.trim().parse::<i64>().ok()));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!stderr.contains("panicked"), "child panicked: {stderr}");
         let c = verify(&path, printed);
