@@ -8,87 +8,103 @@ use crate::format::{
     meta_slot_offset, Header, Meta, ARENA, CONTROL_RESERVED, HEADER_LEN, META_LEN, META_WRITER,
 };
 use crate::object::{walk, Ctx, Dict, Input, Key, Value, Word};
-use crate::region::{Access, ReadMap, View};
+use crate::region::{process_start, Access, LockTable, ReadMap, SlotInfo, View};
 use crate::txn::{self, get_at, OffsetSet, Pending, TxnError, WriteState};
 use rustix::fs::{flock, FlockOperation};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{fence, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// How to open a heap.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
-    /// Open for reading only: no writer lock, no writes to the file, ever.
+    /// Open for reading only: never take the writer lock, never write the heap file.
     pub readonly: bool,
     /// Create the file if it does not exist (writers only).
     pub create: bool,
     /// How much each commit syncs.
     pub durability: Durability,
+    /// How long `write` waits for another process's writer lock; `None` waits for good.
+    pub lock_timeout: Option<Duration>,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { readonly: false, create: true, durability: Durability::Commit }
+        Options { readonly: false, create: true, durability: Durability::Commit, lock_timeout: None }
     }
 }
 
-/// The writer's side of an open heap.
+/// The writer's side of an open heap, set up by the first write transaction.
 struct Writer {
     alloc: Allocator, // the allocator, owning the read-write mapping
     pending: Pending, // blocks replaced by commits, waiting for readers
-    last_txn: u64,    // the last committed transaction
-    _lock: File,      // holds the writer lock (flock) while open
+    _lock: File,      // holds the writer lock (flock) until the heap closes
+}
+
+/// This process's snapshots, and the reader-table slot that publishes the oldest.
+#[derive(Default)]
+struct Readers {
+    pins: BTreeMap<u64, usize>, // live snapshots by state
+    slot: Option<usize>,        // our slot in the reader table, once claimed
+    pid: u32,                   // the process that claimed it (a forked child claims its own)
 }
 
 /// An open heap file. Share it between threads by reference; snapshots and the write
 /// transaction borrow it.
 pub struct Heap {
-    path: PathBuf,                        // the file
-    seed: u64,                            // the hash seed from the header
-    durability: Durability,               // commits sync this much
-    readmap: ReadMap,                     // the read-only mapping snapshots use
-    readers: Mutex<BTreeMap<u64, usize>>, // live snapshots of this process, by state
-    writer: Mutex<Option<Writer>>,        // None when read-only or closed
+    path: PathBuf,                 // the file
+    seed: u64,                     // the hash seed from the header
+    options: Options,              // as opened
+    pid: u32,                      // the process that opened it
+    readmap: ReadMap,              // the read-only mapping snapshots use
+    table: LockTable,              // the reader table shared by every process
+    readers: Mutex<Readers>,       // this process's snapshots
+    writer: Mutex<Option<Writer>>, // set up by the first write transaction
 }
 
-fn lock_writer(path: &Path) -> Result<File, OpenError> {
+fn lock_writer(path: &Path, timeout: Option<Duration>) -> Result<File, TxnError> {
     let f = OpenOptions::new().read(true).write(true).open(path)?;
-    match flock(&f, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(f),
-        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(OpenError::Io(io::Error::new(
-            io::ErrorKind::WouldBlock,
-            format!("{} is open for writing by another process", path.display()),
-        ))),
-        Err(e) => Err(OpenError::Io(e.into())),
+    let started = Instant::now();
+    loop {
+        match flock(&f, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(f),
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                if timeout.is_some_and(|t| started.elapsed() >= t) {
+                    return Err(TxnError::LockTimeout { waited: started.elapsed() });
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => return Err(TxnError::Io(e.into())),
+        }
+    }
+}
+
+fn open_error(e: OpenError) -> TxnError {
+    match e {
+        OpenError::Io(e) => TxnError::Io(e),
+        OpenError::Corrupt(c) => TxnError::Corrupt(c),
+        other => TxnError::Corrupt(Corruption::new(0, other.to_string())),
     }
 }
 
 impl Heap {
-    /// Opens (or with `options.create`, creates) the heap at `path`.
-    ///
-    /// A writer whose predecessor died in the middle of a transaction recovers first: it
-    /// traces the last committed state and rebuilds the allocator from it, so that the
-    /// dead transaction's allocations are freed.
+    /// Opens (or with `options.create`, creates) the heap at `path`, and the reader table
+    /// beside it (`PATH-lock`). Any number of processes may open a heap; the first
+    /// [`write`](Self::write) takes the writer lock, held until the heap is closed.
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Heap, OpenError> {
         let path = path.as_ref();
-        let writer = if options.readonly {
-            None
-        } else if !path.exists() && options.create {
-            Some(Self::create(path)?)
-        } else {
-            let lock = lock_writer(path)?;
-            let mut alloc = Allocator::open_for_recovery(path)?;
-            let meta = *alloc.meta();
-            if meta.flags & META_WRITER != 0 {
-                Self::recover(&mut alloc)?;
-            } else {
-                drop(alloc);
-                alloc = Allocator::open(path, Access::ReadWrite)?;
+        if !options.readonly && options.create && !path.exists() {
+            match Self::create(path) {
+                Ok(()) => {}
+                // Another process created it first: open what it made.
+                Err(OpenError::Io(e)) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
             }
-            Some(Writer { last_txn: alloc.meta().txn_id, alloc, pending: Pending::default(), _lock: lock })
-        };
+        }
         let readmap = ReadMap::open(path)?;
         let header = {
             let v = readmap.view(CONTROL_RESERVED.min(readmap.file_len()?))?;
@@ -103,29 +119,29 @@ impl Heap {
                 other => OpenError::Corrupt(Corruption::new(0, format!("bad header: {other:?}"))),
             })?
         };
+        let table = LockTable::open(path)?;
         let heap = Heap {
             path: path.to_path_buf(),
             seed: header.seed,
-            durability: options.durability,
+            options,
+            pid: std::process::id(),
             readmap,
-            readers: Mutex::new(BTreeMap::new()),
-            writer: Mutex::new(writer),
+            table,
+            readers: Mutex::new(Readers::default()),
+            writer: Mutex::new(None),
         };
-        // A reader checks the committed state once up front, so that a bad file is an
-        // error here rather than at the first read.
+        // Check the committed state once up front, so that a bad file is an error here
+        // rather than at the first read.
         heap.current_meta()?;
         Ok(heap)
     }
 
-    fn create(path: &Path) -> Result<Writer, OpenError> {
+    /// Creates the file with an empty root dict.
+    fn create(path: &Path) -> Result<(), OpenError> {
         let mut alloc = Allocator::create(path)?;
-        let lock = lock_writer(path)?;
         let seed = alloc.header().seed;
-        let mut st = WriteState::new(Word::EMPTY, Word::EMPTY);
-        let mut fresh = OffsetSet::default();
-        let mut born = OffsetSet::default();
-        let mut retired = Vec::new();
-        let mut shared = Word::EMPTY;
+        let (mut fresh, mut born) = (OffsetSet::default(), OffsetSet::default());
+        let (mut retired, mut shared) = (Vec::new(), Word::EMPTY);
         let mut tx = txn::Tx {
             alloc: &mut alloc,
             fresh: &mut fresh,
@@ -134,19 +150,46 @@ impl Heap {
             shared: &mut shared,
             seed,
         };
-        st.root = txn::new_root(&mut tx).map_err(|e| OpenError::Io(io::Error::other(e.to_string())))?;
-        alloc.publish(st.root.0, 0, 0, Durability::Full)?;
-        Ok(Writer { last_txn: alloc.meta().txn_id, alloc, pending: Pending::default(), _lock: lock })
+        let root = txn::new_root(&mut tx).map_err(|e| OpenError::Io(io::Error::other(e.to_string())))?;
+        alloc.publish(root.0, 0, 0, Durability::Full)?;
+        Ok(())
+    }
+
+    /// Takes the writer lock and opens the allocator, recovering first if the last
+    /// writer died in a transaction.
+    fn start_writer(&self) -> Result<Writer, TxnError> {
+        let lock = lock_writer(&self.path, self.options.lock_timeout)?;
+        let mut alloc = Allocator::open_for_recovery(&self.path).map_err(open_error)?;
+        if alloc.meta().flags & META_WRITER != 0 {
+            self.recover(&mut alloc)?;
+        } else {
+            drop(alloc);
+            alloc = Allocator::open(&self.path, Access::ReadWrite).map_err(open_error)?;
+        }
+        // Mark the heap as being written before the first allocation, so that a crash
+        // from here on is recovered at the next writer's start.
+        let meta = *alloc.meta();
+        alloc.publish(meta.root, meta.shared, META_WRITER, Durability::Full)?;
+        Ok(Writer { alloc, pending: Pending::default(), _lock: lock })
     }
 
     /// Frees what a dead writer's transaction left allocated: traces the committed state
-    /// and rebuilds the side metadata from it.
-    fn recover(alloc: &mut Allocator) -> Result<(), OpenError> {
+    /// and rebuilds the side metadata from it. Snapshots of other processes that pin
+    /// older states may still read blocks only those states reach; recovery waits for
+    /// them to move on rather than free what they read.
+    fn recover(&self, alloc: &mut Allocator) -> Result<(), TxnError> {
         let meta = *alloc.meta();
+        let started = Instant::now();
+        while self.table.oldest(meta.txn_id) < meta.txn_id {
+            if self.options.lock_timeout.is_some_and(|t| started.elapsed() >= t) {
+                return Err(TxnError::LockTimeout { waited: started.elapsed() });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let blocks = walk::reachable(alloc.region().as_slice(), &[Word(meta.root), Word(meta.shared)])?;
         alloc.rebuild(blocks).map_err(|e| match e {
-            crate::alloc::RebuildError::Corrupt(c) => OpenError::Corrupt(c),
-            crate::alloc::RebuildError::Io(e) => OpenError::Io(e),
+            crate::alloc::RebuildError::Corrupt(c) => TxnError::Corrupt(c),
+            crate::alloc::RebuildError::Io(e) => TxnError::Io(e),
         })?;
         alloc.publish(meta.root, meta.shared, META_WRITER, Durability::Full)?;
         Ok(())
@@ -175,52 +218,98 @@ impl Heap {
         Ok(meta)
     }
 
-    fn readers(&self) -> MutexGuard<'_, BTreeMap<u64, usize>> {
-        self.readers.lock().unwrap_or_else(|p| p.into_inner())
+    /// This process's snapshot registry; in a child forked after `open`, a fresh one (the
+    /// parent's snapshots are not the child's).
+    fn readers(&self) -> MutexGuard<'_, Readers> {
+        let mut r = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        let me = std::process::id();
+        if r.pid != me {
+            *r = Readers { pins: BTreeMap::new(), slot: None, pid: me };
+        }
+        r
     }
 
     fn writer(&self) -> MutexGuard<'_, Option<Writer>> {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Publishes the oldest state this process's snapshots pin.
+    fn publish_pin(&self, r: &Readers) {
+        if let Some(slot) = r.slot {
+            self.table.pin(slot, r.pins.keys().next().copied().unwrap_or(0));
+        }
+    }
+
     /// A consistent snapshot of the last committed state. It never changes, whatever is
-    /// committed later, and what it reaches is not reused while it lives.
+    /// committed later (by any process), and what it reaches is not reused while it lives.
     pub fn read(&self) -> Result<ReadTxn<'_>, TxnError> {
         let mut readers = self.readers();
-        let meta = self.current_meta().map_err(|e| match e {
-            OpenError::Io(e) => TxnError::Io(e),
-            OpenError::Corrupt(c) => TxnError::Corrupt(c),
-            other => TxnError::Corrupt(Corruption::new(0, other.to_string())),
-        })?;
-        let view = self.readmap.view((meta.arenas + 1) * ARENA)?;
-        *readers.entry(meta.txn_id).or_default() += 1;
+        let slot = match readers.slot {
+            Some(s) => s,
+            None => {
+                let pid = std::process::id() as u64;
+                let s = self.table.claim(pid, process_start(pid).unwrap_or(0))?;
+                readers.slot = Some(s);
+                s
+            }
+        };
+        let meta = loop {
+            let meta = self.current_meta().map_err(open_error)?;
+            if !readers.pins.is_empty() {
+                break meta; // an older pin already protects this state
+            }
+            // Pin, then make sure the state did not move on before the pin was visible:
+            // a writer that published later than our re-read will see the pin.
+            self.table.pin(slot, meta.txn_id);
+            fence(Ordering::SeqCst);
+            if self.current_meta().map_err(open_error)?.txn_id == meta.txn_id {
+                break meta;
+            }
+        };
+        let view = match self.readmap.view((meta.arenas + 1) * ARENA) {
+            Ok(v) => v,
+            Err(e) => {
+                self.publish_pin(&readers);
+                return Err(e.into());
+            }
+        };
+        *readers.pins.entry(meta.txn_id).or_default() += 1;
         Ok(ReadTxn { heap: self, view, root: Word(meta.root), txn: meta.txn_id })
     }
 
-    /// Begins the write transaction: waits for another thread's to end. Fails on a
-    /// read-only heap.
+    /// Begins the write transaction: waits for another thread's to end. The first one
+    /// takes the cross-process writer lock (waiting up to `Options::lock_timeout`) and keeps
+    /// it until the heap is closed. Fails on a read-only heap, and in a child process forked
+    /// after `open` (open the heap again there).
     pub fn write(&self) -> Result<WriteTxn<'_>, TxnError> {
-        let mut guard = self.writer();
-        let w = guard.as_mut().ok_or(TxnError::ReadOnly)?;
-        let meta = *w.alloc.meta();
-        if meta.flags & META_WRITER == 0 {
-            // Mark the heap as being written before the first allocation, so that a crash
-            // from here on is recovered at the next open.
-            w.alloc.publish(meta.root, meta.shared, META_WRITER, Durability::Full)?;
+        if self.options.readonly {
+            return Err(TxnError::ReadOnly);
         }
+        if std::process::id() != self.pid {
+            return Err(TxnError::Forked { opened_by: self.pid });
+        }
+        let mut guard = self.writer();
+        if guard.is_none() {
+            *guard = Some(self.start_writer()?);
+        }
+        let meta = *guard.as_ref().expect("set above").alloc.meta();
         let st = WriteState::new(Word(meta.root), Word(meta.shared));
         Ok(WriteTxn { heap: self, guard, st, done: false })
     }
 
-    /// The allocator's counters (`stats --json` keys), with `readers` the live snapshots
-    /// of this process.
+    /// The allocator's counters (`stats --json` keys); `readers` counts the processes
+    /// whose snapshots pin a state, listed in `reader_list`.
     pub fn stats(&self) -> Result<Stats, OpenError> {
         let guard = self.writer();
         let mut s = match guard.as_ref() {
-            Some(w) => w.alloc.stats()?,
-            None => Allocator::open(&self.path, Access::ReadOnly)?.stats()?,
+            Some(w) if std::process::id() == self.pid => w.alloc.stats()?,
+            _ => Allocator::open(&self.path, Access::ReadOnly)?.stats()?,
         };
-        s.readers = self.readers().values().map(|&n| n as u64).sum();
+        drop(guard);
+        self.table.reap();
+        let pinning: Vec<SlotInfo> = self.table.slots().into_iter().filter(|s| s.txn != 0).collect();
+        s.readers = pinning.len() as u64;
+        s.reader_list = pinning.iter().map(|r| (r.pid, r.txn)).collect();
         Ok(s)
     }
 
@@ -231,9 +320,21 @@ impl Heap {
     }
 
     fn shutdown(&self) -> Result<(), TxnError> {
+        {
+            let mut r = self.readers();
+            if let Some(slot) = r.slot.take() {
+                self.table.release(slot);
+            }
+        }
         let mut guard = self.writer();
+        if std::process::id() != self.pid {
+            // A forked child holds a copy of the parent's writer: it must not publish.
+            std::mem::forget(guard.take());
+            return Ok(());
+        }
         if let Some(mut w) = guard.take() {
-            w.pending.free_up_to(&mut w.alloc, u64::MAX)?;
+            let oldest = self.table.oldest(u64::MAX);
+            w.pending.free_up_to(&mut w.alloc, oldest)?;
             let meta = *w.alloc.meta();
             w.alloc.publish(meta.root, meta.shared, 0, Durability::Full)?;
         }
@@ -282,10 +383,11 @@ impl ReadTxn<'_> {
 impl Drop for ReadTxn<'_> {
     fn drop(&mut self) {
         let mut readers = self.heap.readers();
-        if let Some(n) = readers.get_mut(&self.txn) {
+        if let Some(n) = readers.pins.get_mut(&self.txn) {
             *n -= 1;
             if *n == 0 {
-                readers.remove(&self.txn);
+                readers.pins.remove(&self.txn);
+                self.heap.publish_pin(&readers);
             }
         }
     }
@@ -372,18 +474,18 @@ impl WriteTxn<'_> {
     /// Commits: the changes become the heap's state, visible to every snapshot begun
     /// after this returns. Returns the new transaction id.
     pub fn commit(mut self) -> Result<u64, TxnError> {
-        let durability = self.heap.durability;
+        let durability = self.heap.options.durability;
         let heap = self.heap;
         let w = self.guard.as_mut().expect("writer");
         let txn = self.st.finish(&mut w.alloc, durability)?;
         let retired = std::mem::take(&mut self.st.retired);
         w.pending.push(txn, retired);
-        w.last_txn = txn;
         // Blocks replaced by transaction t are reachable from states before t; they are
-        // reused once no snapshot pins such a state and the state before t is no longer
-        // a meta slot a power cut could fall back to.
-        let oldest = heap.readers().keys().next().copied().unwrap_or(u64::MAX);
-        let limit = oldest.min(txn.saturating_sub(1));
+        // reused once no snapshot (of any process) pins such a state, and the state before
+        // t is no longer a meta slot a power cut could fall back to.
+        fence(Ordering::SeqCst);
+        let limit = txn.saturating_sub(1);
+        let limit = heap.table.oldest(limit).min(limit);
         w.pending.free_up_to(&mut w.alloc, limit)?;
         self.done = true;
         Ok(txn)

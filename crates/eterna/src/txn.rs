@@ -56,6 +56,11 @@ pub enum TxnError {
     Poisoned,
     /// The disk is full; the transaction is poisoned, the committed state intact.
     DiskFull,
+    /// Another process held the writer lock for longer than the timeout.
+    LockTimeout { waited: std::time::Duration },
+    /// The heap was opened by another process (this one was forked from it): writing
+    /// through the inherited handle is refused; open the heap again.
+    Forked { opened_by: u32 },
     /// An I/O error.
     Io(io::Error),
     /// The file is inconsistent.
@@ -75,6 +80,13 @@ impl fmt::Display for TxnError {
             TxnError::ReadOnly => write!(f, "the heap is open read-only"),
             TxnError::Poisoned => write!(f, "an earlier error left this transaction unusable; abort it"),
             TxnError::DiskFull => write!(f, "no space left on the device"),
+            TxnError::LockTimeout { waited } => {
+                write!(f, "another process holds the writer lock (waited {:.1} s)", waited.as_secs_f64())
+            }
+            TxnError::Forked { opened_by } => write!(
+                f,
+                "this heap was opened by process {opened_by}, not this one (a fork): open it again to write"
+            ),
             TxnError::Io(e) => write!(f, "I/O error: {e}"),
             TxnError::Corrupt(c) => c.fmt(f),
         }

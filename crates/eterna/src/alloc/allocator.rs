@@ -883,6 +883,7 @@ impl Allocator {
             spare_target: self.policy.target(),
             releases: self.meta.releases,
             size_classes,
+            reader_list: Vec::new(),
         })
     }
 

@@ -10,6 +10,8 @@ macro_rules! counters {
             $(#[doc = $doc] pub $name: u64,)*
             /// Per size class: block size, pools in use, live and free blocks.
             pub size_classes: Vec<ClassStats>,
+            /// Processes whose snapshots pin a state: (pid, oldest pinned transaction).
+            pub reader_list: Vec<(u64, u64)>,
         }
 
         impl Stats {
@@ -71,6 +73,10 @@ impl Stats {
             })
             .collect();
         s.push_str(&classes.join(","));
+        s.push_str("],\"reader_list\":[");
+        let readers: Vec<String> =
+            self.reader_list.iter().map(|(pid, txn)| format!("{{\"pid\":{pid},\"txn\":{txn}}}")).collect();
+        s.push_str(&readers.join(","));
         s.push_str("]}");
         s
     }
