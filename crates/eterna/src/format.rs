@@ -147,8 +147,10 @@ pub struct Meta {
 
 impl Meta {
     /// Encodes the slot into the first [`META_LEN`] bytes of `b`.
-    pub fn encode(&self, b: &mut [u8]) {
-        b[..META_LEN].fill(0);
+    pub fn encode(&self, out: &mut [u8]) {
+        // Built apart and copied in once, so that a reader never sees a zeroed slot.
+        let mut buf = [0u8; META_LEN];
+        let b = &mut buf;
         b[M_MAGIC..M_MAGIC + 8].copy_from_slice(&META_MAGIC);
         put_u64(b, M_TXN, self.txn_id);
         put_u64(b, M_ARENAS, self.arenas);
@@ -164,6 +166,7 @@ impl Meta {
         put_u64(b, M_FLAGS, self.flags);
         let sum = xxh3_64(&b[..M_CHECKSUM]);
         put_u64(b, M_CHECKSUM, sum);
+        out[..META_LEN].copy_from_slice(&buf);
     }
 
     /// The current state among two decoded slots: the valid one with the larger `txn_id`,
@@ -178,7 +181,13 @@ impl Meta {
     }
 
     /// Decodes a slot; `None` when its magic or checksum is wrong (a torn or empty slot).
-    pub fn decode(b: &[u8]) -> Option<Meta> {
+    ///
+    /// The slot is copied once before it is checked: another process may be rewriting it
+    /// while we read, and the fields must come from the very bytes the checksum covered.
+    pub fn decode(slot: &[u8]) -> Option<Meta> {
+        let mut copy = [0u8; META_LEN];
+        copy.copy_from_slice(&slot[..META_LEN]);
+        let b = &copy;
         if b[M_MAGIC..M_MAGIC + 8] != META_MAGIC || get_u64(b, M_CHECKSUM) != xxh3_64(&b[..M_CHECKSUM]) {
             return None;
         }

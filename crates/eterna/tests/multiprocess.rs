@@ -1,0 +1,291 @@
+//! Many processes: snapshot isolation against a committing writer, memory sharing of a
+//! large dataset, a reader killed while it pins a snapshot, and a fork.
+
+use eterna::{Heap, Input, Key, Options, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ROLE: &str = "ETERNA_MP_ROLE";
+const PATH: &str = "ETERNA_MP_PATH";
+const ACCOUNTS: i64 = 16;
+const TOTAL: i64 = ACCOUNTS * 1000;
+
+fn k(s: &str) -> Key<'static> {
+    Key::Str(s.to_string().into())
+}
+
+fn readonly(path: &Path) -> Heap {
+    Heap::open(path, Options { readonly: true, ..Options::default() }).unwrap()
+}
+
+/// Re-runs this test binary as a child playing `role` on the heap at `path`.
+fn spawn(test: &str, role: &str, path: &Path) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(ROLE, role)
+        .env(PATH, path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The value the child printed after `tag`.
+fn report(out: &std::process::Output, tag: &str) -> Vec<String> {
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "child failed: {}\n{}", text, String::from_utf8_lossy(&out.stderr));
+    text.lines().filter_map(|l| l.split_once(tag).map(|(_, v)| v.trim().to_string())).collect()
+}
+
+fn role() -> Option<(String, PathBuf)> {
+    Some((std::env::var(ROLE).ok()?, PathBuf::from(std::env::var(PATH).ok()?)))
+}
+
+// ----- snapshot isolation ---------------------------------------------------------------
+
+fn sum_reader(path: &Path) {
+    let heap = readonly(path);
+    let stop = path.with_extension("stop");
+    let mut snapshots = 0u64;
+    while !stop.exists() {
+        let r = heap.read().unwrap();
+        let mut sum = 0;
+        for a in 0..ACCOUNTS {
+            match r.get(&[k("accounts"), Key::Int(a)]).unwrap() {
+                Some(Value::Int(v)) => sum += v,
+                other => panic!(
+                    "account {a}: {other:?} in snapshot {} (root keys {:?})",
+                    r.txn_id(),
+                    r.root().unwrap().keys().unwrap()
+                ),
+            }
+        }
+        assert_eq!(sum, TOTAL, "snapshot {} sums to {sum}", r.txn_id());
+        snapshots += 1;
+    }
+    println!("\nSNAPSHOTS {snapshots}");
+}
+
+#[test]
+fn snapshots_of_four_reader_processes_always_sum_to_the_invariant() {
+    if let Some((role, path)) = role() {
+        assert_eq!(role, "sum");
+        return sum_reader(&path);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bank");
+    let heap =
+        Heap::open(&path, Options { durability: eterna::Durability::None, ..Options::default() }).unwrap();
+    let mut w = heap.write().unwrap();
+    w.set(&[k("accounts")], &Input::Dict((0..ACCOUNTS).map(|a| (Input::Int(a), Input::Int(1000))).collect()))
+        .unwrap();
+    w.commit().unwrap();
+    let readers: Vec<Child> = (0..4)
+        .map(|_| spawn("snapshots_of_four_reader_processes_always_sum_to_the_invariant", "sum", &path))
+        .collect();
+    let mut seed = 88172645463325252u64;
+    for _ in 0..10_000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let (from, to) = ((seed % ACCOUNTS as u64) as i64, ((seed >> 20) % ACCOUNTS as u64) as i64);
+        let amount = ((seed >> 40) % 50) as i64;
+        let mut w = heap.write().unwrap();
+        let bal = |w: &eterna::WriteTxn, a: i64| match w.get(&[k("accounts"), Key::Int(a)]).unwrap() {
+            Some(Value::Int(v)) => v,
+            other => panic!("{other:?}"),
+        };
+        let (fb, tb) = (bal(&w, from), bal(&w, to));
+        w.set(&[k("accounts"), Key::Int(from)], &Input::Int(fb - amount)).unwrap();
+        let tb = if from == to { fb - amount } else { tb };
+        w.set(&[k("accounts"), Key::Int(to)], &Input::Int(tb + amount)).unwrap();
+        w.commit().unwrap();
+    }
+    std::fs::write(path.with_extension("stop"), b"").unwrap();
+    for child in readers {
+        let out = child.wait_with_output().unwrap();
+        let n: u64 = report(&out, "SNAPSHOTS").last().unwrap().parse().unwrap();
+        println!("a reader process took {n} consistent snapshots");
+        assert!(n > 0);
+    }
+    heap.close().unwrap();
+    eterna::check::check(&path).unwrap();
+}
+
+// ----- memory sharing ------------------------------------------------------------------
+
+fn private_dirty_kib() -> u64 {
+    let text = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("Private_Dirty:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn scan_reader(path: &Path) {
+    let before = private_dirty_kib();
+    let heap = readonly(path);
+    let r = heap.read().unwrap();
+    let data = match r.get(&[k("data")]).unwrap() {
+        Some(Value::Dict(d)) => d,
+        other => panic!("{other:?}"),
+    };
+    let (mut n, mut bytes) = (0u64, 0u64);
+    for item in data.iter().unwrap() {
+        let (key, value) = item.unwrap();
+        if let (Value::Str(a), Value::Str(b)) = (key, value) {
+            bytes += (a.as_str().len() + b.as_str().len()) as u64;
+            n += 1;
+        }
+    }
+    let after = private_dirty_kib();
+    println!("\nREAD {n} {bytes} {before} {after}");
+}
+
+#[test]
+fn four_reader_processes_share_one_copy_of_a_million_entries() {
+    if let Some((role, path)) = role() {
+        assert_eq!(role, "scan");
+        return scan_reader(&path);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared");
+    let n = 1_000_000i64;
+    {
+        let heap = Heap::open(&path, Options { durability: eterna::Durability::None, ..Options::default() })
+            .unwrap();
+        let mut w = heap.write().unwrap();
+        let entries = (0..n)
+            .map(|i| {
+                (
+                    Input::Str(format!("key:{i:010}")),
+                    Input::Str(format!("value number {i} {}", "v".repeat(20))),
+                )
+            })
+            .collect();
+        w.set(&[k("data")], &Input::Dict(entries)).unwrap();
+        w.commit().unwrap();
+        let s = heap.stats().unwrap();
+        println!("heap: {} live bytes, {} MiB on disk", s.bytes_live, s.disk_bytes >> 20);
+        assert!(s.bytes_live > 50 << 20, "the dataset must exceed 50 MiB");
+        heap.close().unwrap();
+    }
+    let children: Vec<Child> = (0..4)
+        .map(|_| spawn("four_reader_processes_share_one_copy_of_a_million_entries", "scan", &path))
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let line = report(&out, "READ").pop().unwrap();
+        let f: Vec<u64> = line.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        let (entries, bytes, before, after) = (f[0], f[1], f[2], f[3]);
+        println!(
+            "reader read {entries} entries ({} MiB of keys and values): Private_Dirty {before} KiB before, {after} KiB after",
+            bytes >> 20
+        );
+        assert_eq!(entries, n as u64);
+        assert!(after <= 5 * 1024, "a reader's private dirty memory grew to {after} KiB");
+    }
+}
+
+// ----- a reader killed while it pins a snapshot -----------------------------------------
+
+fn pinning_reader(path: &Path) {
+    let heap = readonly(path);
+    let r = heap.read().unwrap();
+    println!("\nPINNED {}", r.txn_id());
+    std::thread::sleep(Duration::from_secs(600));
+    drop(r);
+}
+
+#[test]
+fn a_killed_readers_slot_is_reaped_and_its_space_reused() {
+    if let Some((role, path)) = role() {
+        assert_eq!(role, "pin");
+        return pinning_reader(&path);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pinned");
+    let heap =
+        Heap::open(&path, Options { durability: eterna::Durability::None, ..Options::default() }).unwrap();
+    let big =
+        |i: i64| Input::List((0..2000).map(|j| Input::Str(format!("item {j} of version {i}"))).collect());
+    let mut w = heap.write().unwrap();
+    w.set(&[k("doc")], &big(0)).unwrap();
+    w.commit().unwrap();
+    let base = heap.stats().unwrap().blocks_live;
+
+    let mut child = spawn("a_killed_readers_slot_is_reaped_and_its_space_reused", "pin", &path);
+    // Wait until the child has pinned its snapshot.
+    let started = Instant::now();
+    while heap.stats().unwrap().readers == 0 {
+        assert!(started.elapsed() < Duration::from_secs(30), "the reader never pinned");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let s = heap.stats().unwrap();
+    assert_eq!(s.reader_list.len(), 1);
+    assert_eq!(s.reader_list[0].0, child.id() as u64, "stats names the pinning process");
+    for i in 1..=5 {
+        let mut w = heap.write().unwrap();
+        w.set(&[k("doc")], &big(i)).unwrap();
+        w.commit().unwrap();
+    }
+    let held = heap.stats().unwrap().blocks_live;
+    assert!(held > base + 2000, "the pinned version must stay allocated ({held} vs {base})");
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The next commits reap the dead reader's slot and reuse what it pinned.
+    for i in 6..=8 {
+        let mut w = heap.write().unwrap();
+        w.set(&[k("doc")], &big(i)).unwrap();
+        w.commit().unwrap();
+    }
+    let after = heap.stats().unwrap();
+    println!(
+        "blocks live: {base} alone, {held} while a reader pinned an old version, {} after it was killed",
+        after.blocks_live
+    );
+    assert_eq!(after.readers, 0);
+    assert!(after.blocks_live < base + 2 * 2100, "space pinned by the dead reader was not reused");
+    heap.close().unwrap();
+    eterna::check::check(&path).unwrap();
+}
+
+// ----- fork ----------------------------------------------------------------------------
+
+#[test]
+fn a_forked_child_reads_and_is_refused_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("forked");
+    let heap = Heap::open(&path, Options::default()).unwrap();
+    let mut w = heap.write().unwrap();
+    w.set(&[k("greeting")], &Input::Str("hello from the parent".into())).unwrap();
+    w.commit().unwrap();
+    // SAFETY: the child only reads the heap, writes one line to a pipe-less file and calls
+    // `_exit`; no lock the parent's other threads might hold is needed on that path beyond
+    // the allocator, which the test harness's idle threads do not hold while we fork.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let code = (|| {
+            let r = heap.read().ok()?;
+            let ok_read = matches!(r.get(&[k("greeting")]).ok()?, Some(Value::Str(s)) if s.as_str() == "hello from the parent");
+            drop(r);
+            let refused = matches!(heap.write(), Err(eterna::TxnError::Forked { .. }));
+            Some(if ok_read && refused { 0 } else { 1 })
+        })()
+        .unwrap_or(2);
+        // SAFETY: ends the child at once, without running the parent's destructors.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child status {status}");
+    // The parent still writes; the child's reader slot does not pin anything.
+    let mut w = heap.write().unwrap();
+    w.set(&[k("greeting")], &Input::Str("still writing".into())).unwrap();
+    w.commit().unwrap();
+    heap.close().unwrap();
+    eterna::check::check(&path).unwrap();
+}
