@@ -201,12 +201,13 @@ impl Pending {
 
 /// The write side of a transaction as the persistent structures see it.
 pub struct Tx<'a> {
-    pub alloc: &'a mut Allocator,  // the heap's allocator
-    pub fresh: &'a mut OffsetSet,  // blocks created here and still private: mutable in place
-    pub born: &'a mut OffsetSet,   // every block created here and still allocated
-    pub retired: &'a mut Vec<u64>, // committed blocks this transaction replaced
-    pub shared: &'a mut Word,      // root of the shared-object set
-    pub seed: u64,                 // the file's hash seed
+    pub alloc: &'a mut Allocator,   // the heap's allocator
+    pub fresh: &'a mut OffsetSet,   // blocks created here and still private: mutable in place
+    pub born: &'a mut OffsetSet,    // every block created here and still allocated
+    pub born_log: &'a mut Vec<u64>, // every block created here, in order (for rolling back a build)
+    pub retired: &'a mut Vec<u64>,  // committed blocks this transaction replaced
+    pub shared: &'a mut Word,       // root of the shared-object set
+    pub seed: u64,                  // the file's hash seed
 }
 
 fn shared_key(off: u64) -> Key<'static> {
@@ -240,6 +241,7 @@ impl Store for Tx<'_> {
         let off = self.alloc.alloc(size)?;
         self.fresh.insert(off);
         self.born.insert(off);
+        self.born_log.push(off);
         Ok(off)
     }
     fn write(&mut self, off: u64, bytes: &[u8]) -> Result<(), StoreError> {
@@ -283,12 +285,13 @@ impl Store for Tx<'_> {
 /// The in-progress state of one write transaction.
 #[derive(Debug)]
 pub struct WriteState {
-    pub root: Word,        // the root dict as changed so far
-    pub shared: Word,      // the shared-object set as changed so far
-    pub fresh: OffsetSet,  // see `Tx::fresh`
-    pub born: OffsetSet,   // see `Tx::born`
-    pub retired: Vec<u64>, // see `Tx::retired`
-    pub poisoned: bool,    // a structural change failed half-way
+    pub root: Word,         // the root dict as changed so far
+    pub shared: Word,       // the shared-object set as changed so far
+    pub fresh: OffsetSet,   // see `Tx::fresh`
+    pub born: OffsetSet,    // see `Tx::born`
+    pub born_log: Vec<u64>, // see `Tx::born_log`
+    pub retired: Vec<u64>,  // see `Tx::retired`
+    pub poisoned: bool,     // a structural change failed half-way
 }
 
 impl WriteState {
@@ -299,6 +302,7 @@ impl WriteState {
             shared,
             fresh: OffsetSet::default(),
             born: OffsetSet::default(),
+            born_log: Vec::new(),
             retired: Vec::new(),
             poisoned: false,
         }
@@ -309,6 +313,7 @@ impl WriteState {
             alloc,
             fresh: &mut self.fresh,
             born: &mut self.born,
+            born_log: &mut self.born_log,
             retired: &mut self.retired,
             shared: &mut self.shared,
             seed,
@@ -453,15 +458,17 @@ impl WriteState {
         if self.poisoned {
             return Err(TxnError::Poisoned);
         }
-        let before: OffsetSet = self.born.clone();
+        let mark = self.born_log.len();
         let mut tx = self.tx(alloc, seed);
         match build(&mut tx, value) {
             Ok(w) => Ok(w),
             Err(e) => {
-                let new: Vec<u64> = tx.born.iter().copied().filter(|b| !before.contains(b)).collect();
+                let new: Vec<u64> =
+                    tx.born_log[mark..].iter().copied().filter(|b| tx.born.contains(b)).collect();
                 for b in new {
                     tx.retire(b, true)?;
                 }
+                tx.born_log.truncate(mark);
                 Err(input_error(e, path))
             }
         }
@@ -533,6 +540,7 @@ impl WriteState {
         let txn = alloc.publish(self.root.0, self.shared.0, crate::format::META_WRITER, durability)?;
         self.fresh.clear();
         self.born.clear();
+        self.born_log.clear();
         Ok(txn)
     }
 
@@ -542,6 +550,7 @@ impl WriteState {
             let _ = alloc.free(b);
         }
         self.born.clear();
+        self.born_log.clear();
         self.fresh.clear();
         self.retired.clear();
     }
