@@ -140,12 +140,11 @@ impl Heap {
     fn create(path: &Path) -> Result<(), OpenError> {
         let mut alloc = Allocator::create(path)?;
         let seed = alloc.header().seed;
-        let (mut fresh, mut born) = (OffsetSet::default(), OffsetSet::default());
+        let mut fresh = OffsetSet::default();
         let (mut retired, mut shared, mut born_log) = (Vec::new(), Word::EMPTY, Vec::new());
         let mut tx = txn::Tx {
             alloc: &mut alloc,
             fresh: &mut fresh,
-            born: &mut born,
             born_log: &mut born_log,
             retired: &mut retired,
             shared: &mut shared,

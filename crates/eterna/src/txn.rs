@@ -10,16 +10,24 @@ use crate::object::{
     build, champ, container_del, container_get, container_set, dict_new, list_splice, set_add, walk,
     ContainerError, Ctx, Input, InputError, Key, Value, Word,
 };
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 
-/// A hasher for block offsets (multiples of 16): one multiply, no per-process key.
-#[derive(Default)]
-pub struct OffsetHasher(u64);
+/// A set of block offsets (multiples of 16), as a bitmap per 16 KiB granule: one hash
+/// lookup finds the granule, a bit says the rest. Dense where a transaction allocates.
+#[derive(Debug, Default, Clone)]
+pub struct OffsetSet {
+    granules: HashMap<u64, Box<[u64; 16]>, BuildHasherDefault<GranuleHasher>>,
+    len: usize,
+}
 
-impl Hasher for OffsetHasher {
+/// Granule numbers are already well spread: one multiply mixes them enough.
+#[derive(Default)]
+pub struct GranuleHasher(u64);
+
+impl Hasher for GranuleHasher {
     fn finish(&self) -> u64 {
         self.0
     }
@@ -29,12 +37,63 @@ impl Hasher for OffsetHasher {
         }
     }
     fn write_u64(&mut self, v: u64) {
-        self.0 = (v >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = v.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 
-/// A set of block offsets.
-pub type OffsetSet = HashSet<u64, BuildHasherDefault<OffsetHasher>>;
+impl OffsetSet {
+    #[inline]
+    fn split(off: u64) -> (u64, usize, u64) {
+        let bit = (off & 16383) >> 4;
+        (off >> 14, (bit / 64) as usize, 1 << (bit % 64))
+    }
+
+    /// Adds `off`; returns whether it was new.
+    pub fn insert(&mut self, off: u64) -> bool {
+        let (g, w, m) = Self::split(off);
+        let words = self.granules.entry(g).or_insert_with(|| Box::new([0; 16]));
+        let new = words[w] & m == 0;
+        words[w] |= m;
+        self.len += new as usize;
+        new
+    }
+
+    /// Whether `off` is in the set.
+    #[inline]
+    pub fn contains(&self, off: u64) -> bool {
+        let (g, w, m) = Self::split(off);
+        self.granules.get(&g).is_some_and(|words| words[w] & m != 0)
+    }
+
+    /// Removes `off`; returns whether it was there.
+    pub fn remove(&mut self, off: u64) -> bool {
+        let (g, w, m) = Self::split(off);
+        match self.granules.get_mut(&g) {
+            Some(words) if words[w] & m != 0 => {
+                words[w] &= !m;
+                self.len -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Members.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Empties the set.
+    pub fn clear(&mut self) {
+        self.granules.clear();
+        self.len = 0;
+    }
+}
 
 /// Why a transaction operation failed.
 #[derive(Debug)]
@@ -203,8 +262,7 @@ impl Pending {
 pub struct Tx<'a> {
     pub alloc: &'a mut Allocator,   // the heap's allocator
     pub fresh: &'a mut OffsetSet,   // blocks created here and still private: mutable in place
-    pub born: &'a mut OffsetSet,    // every block created here and still allocated
-    pub born_log: &'a mut Vec<u64>, // every block created here, in order (for rolling back a build)
+    pub born_log: &'a mut Vec<u64>, // every block created here, in order (freed again on abort)
     pub retired: &'a mut Vec<u64>,  // committed blocks this transaction replaced
     pub shared: &'a mut Word,       // root of the shared-object set
     pub seed: u64,                  // the file's hash seed
@@ -221,7 +279,7 @@ impl Tx<'_> {
         let mut stack = vec![w];
         while let Some(w) = stack.pop() {
             let Some(off) = w.as_ref() else { continue };
-            if !self.fresh.remove(&off) {
+            if !self.fresh.remove(off) {
                 continue; // committed: nothing under it is fresh
             }
             stack.extend(walk::children(self.mem(), off)?);
@@ -240,21 +298,19 @@ impl Store for Tx<'_> {
     fn alloc(&mut self, size: usize) -> Result<u64, StoreError> {
         let off = self.alloc.alloc(size)?;
         self.fresh.insert(off);
-        self.born.insert(off);
         self.born_log.push(off);
         Ok(off)
     }
     fn write(&mut self, off: u64, bytes: &[u8]) -> Result<(), StoreError> {
-        debug_assert!(self.fresh.contains(&off), "write to a block not created in this transaction");
+        debug_assert!(self.fresh.contains(off), "write to a block not created in this transaction");
         self.alloc.bytes_mut(off, bytes.len())?.copy_from_slice(bytes);
         Ok(())
     }
     fn is_fresh(&self, off: u64) -> bool {
-        self.fresh.contains(&off)
+        self.fresh.contains(off)
     }
     fn retire(&mut self, off: u64, owned: bool) -> Result<(), StoreError> {
-        if self.fresh.remove(&off) {
-            self.born.remove(&off);
+        if self.fresh.remove(off) {
             self.alloc.free(off).map_err(|e| StoreError::Corrupt(Corruption::new(off, e.to_string())))?;
         } else if owned {
             self.retired.push(off);
@@ -288,7 +344,6 @@ pub struct WriteState {
     pub root: Word,         // the root dict as changed so far
     pub shared: Word,       // the shared-object set as changed so far
     pub fresh: OffsetSet,   // see `Tx::fresh`
-    pub born: OffsetSet,    // see `Tx::born`
     pub born_log: Vec<u64>, // see `Tx::born_log`
     pub retired: Vec<u64>,  // see `Tx::retired`
     pub poisoned: bool,     // a structural change failed half-way
@@ -301,7 +356,6 @@ impl WriteState {
             root,
             shared,
             fresh: OffsetSet::default(),
-            born: OffsetSet::default(),
             born_log: Vec::new(),
             retired: Vec::new(),
             poisoned: false,
@@ -312,7 +366,6 @@ impl WriteState {
         Tx {
             alloc,
             fresh: &mut self.fresh,
-            born: &mut self.born,
             born_log: &mut self.born_log,
             retired: &mut self.retired,
             shared: &mut self.shared,
@@ -464,7 +517,7 @@ impl WriteState {
             Ok(w) => Ok(w),
             Err(e) => {
                 let new: Vec<u64> =
-                    tx.born_log[mark..].iter().copied().filter(|b| tx.born.contains(b)).collect();
+                    tx.born_log[mark..].iter().copied().filter(|&b| tx.fresh.contains(b)).collect();
                 for b in new {
                     tx.retire(b, true)?;
                 }
@@ -539,17 +592,17 @@ impl WriteState {
         }
         let txn = alloc.publish(self.root.0, self.shared.0, crate::format::META_WRITER, durability)?;
         self.fresh.clear();
-        self.born.clear();
         self.born_log.clear();
         Ok(txn)
     }
 
-    /// Aborts: frees every block this transaction created.
+    /// Aborts: frees every block this transaction created. (A block freed and allocated
+    /// again within the transaction is logged twice; freeing it the second time fails
+    /// harmlessly.)
     pub fn abort(&mut self, alloc: &mut Allocator) {
-        for &b in self.born.iter() {
+        for &b in self.born_log.iter() {
             let _ = alloc.free(b);
         }
-        self.born.clear();
         self.born_log.clear();
         self.fresh.clear();
         self.retired.clear();

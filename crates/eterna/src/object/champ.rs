@@ -23,15 +23,21 @@ fn index(map: u16, bit: u16) -> usize {
     (map & (bit - 1)).count_ones() as usize
 }
 
-/// A decoded node: room for 16 map entries and 16 children, on the stack.
+/// Most entries a collision node holds (keys whose whole 64-bit hashes agree: in
+/// practice two at most).
+const MAX_COLLISIONS: usize = 16;
+
+/// A decoded node, on the stack: room for 16 map entries and 16 children.
 struct Node {
-    coll: bool,        // a collision node
-    hash: u64,         // collision nodes: the shared hash
-    datamap: u16,      // which slots hold inline entries
-    nodemap: u16,      // which slots hold children
-    ew: usize,         // words per entry
-    entries: Vec<u64>, // inline entries, ew words each
-    children: Vec<u64>,
+    coll: bool,          // a collision node
+    hash: u64,           // collision nodes: the shared hash
+    datamap: u16,        // which slots hold inline entries
+    nodemap: u16,        // which slots hold children
+    ew: usize,           // words per entry
+    nd: usize,           // inline entries
+    nn: usize,           // children
+    entries: [u64; 48],  // inline entries, ew words each
+    children: [u64; 16], // child words
 }
 
 impl Node {
@@ -40,55 +46,82 @@ impl Node {
         let ew = entry_words(map);
         let (node_ty, coll_ty) =
             if map { (ty::MAP_NODE, ty::MAP_COLLISION) } else { (ty::SET_NODE, ty::SET_COLLISION) };
+        let mut n = Node {
+            coll: false,
+            hash: 0,
+            datamap: 0,
+            nodemap: 0,
+            ew,
+            nd: 0,
+            nn: 0,
+            entries: [0; 48],
+            children: [0; 16],
+        };
+        let base;
         if head[0] == coll_ty {
-            let n = get_u32(head, 4) as usize;
-            let b = slice(mem, off + 16, 8 * ew * n)?;
-            let entries = (0..ew * n).map(|i| get_u64(b, 8 * i)).collect();
-            return Ok(Node {
-                coll: true,
-                hash: get_u64(head, 8),
-                datamap: 0,
-                nodemap: 0,
-                ew,
-                entries,
-                children: vec![],
-            });
-        }
-        if head[0] != node_ty {
+            n.coll = true;
+            n.hash = get_u64(head, 8);
+            n.nd = get_u32(head, 4) as usize;
+            if n.nd > MAX_COLLISIONS {
+                return Err(Corruption::new(off, format!("collision node of {} entries", n.nd)));
+            }
+            base = 16;
+        } else if head[0] == node_ty {
+            n.datamap = get_u16(head, 2);
+            n.nodemap = get_u16(head, 4);
+            if n.datamap & n.nodemap != 0 {
+                return Err(Corruption::new(off, "hash-trie slot is both entry and child"));
+            }
+            n.nd = n.datamap.count_ones() as usize;
+            n.nn = n.nodemap.count_ones() as usize;
+            base = 8;
+        } else {
             return Err(Corruption::new(off, format!("expected a hash-trie node, found type {}", head[0])));
         }
-        let (datamap, nodemap) = (get_u16(head, 2), get_u16(head, 4));
-        if datamap & nodemap != 0 {
-            return Err(Corruption::new(off, "hash-trie slot is both entry and child"));
+        let b = slice(mem, off + base, 8 * (ew * n.nd + n.nn))?;
+        for i in 0..ew * n.nd {
+            n.entries[i] = get_u64(b, 8 * i);
         }
-        let nd = datamap.count_ones() as usize;
-        let nn = nodemap.count_ones() as usize;
-        let b = slice(mem, off + 8, 8 * (ew * nd + nn))?;
-        let entries = (0..ew * nd).map(|i| get_u64(b, 8 * i)).collect();
-        let children = (0..nn).map(|i| get_u64(b, 8 * (ew * nd + i))).collect();
-        Ok(Node { coll: false, hash: 0, datamap, nodemap, ew, entries, children })
+        for i in 0..n.nn {
+            n.children[i] = get_u64(b, 8 * (ew * n.nd + i));
+        }
+        Ok(n)
     }
 
-    fn image(&self, map: bool) -> Vec<u8> {
+    /// The node's bytes, in `buf`; returns their length.
+    fn image(&self, map: bool, buf: &mut [u8; 16 + 8 * 64]) -> usize {
+        let words = self.ew * self.nd;
         if self.coll {
-            let n = self.entries.len() / self.ew;
-            let mut b = vec![0u8; 16 + 8 * self.entries.len()];
-            b[0] = if map { ty::MAP_COLLISION } else { ty::SET_COLLISION };
-            b[4..8].copy_from_slice(&(n as u32).to_le_bytes());
-            put_u64(&mut b, 8, self.hash);
-            for (i, &w) in self.entries.iter().enumerate() {
-                put_u64(&mut b, 16 + 8 * i, w);
+            buf[..16].fill(0);
+            buf[0] = if map { ty::MAP_COLLISION } else { ty::SET_COLLISION };
+            buf[4..8].copy_from_slice(&(self.nd as u32).to_le_bytes());
+            put_u64(buf, 8, self.hash);
+            for (i, &w) in self.entries[..words].iter().enumerate() {
+                put_u64(buf, 16 + 8 * i, w);
             }
-            return b;
+            return 16 + 8 * words;
         }
-        let mut b = vec![0u8; 8 + 8 * (self.entries.len() + self.children.len())];
-        b[0] = if map { ty::MAP_NODE } else { ty::SET_NODE };
-        b[2..4].copy_from_slice(&self.datamap.to_le_bytes());
-        b[4..6].copy_from_slice(&self.nodemap.to_le_bytes());
-        for (i, &w) in self.entries.iter().chain(&self.children).enumerate() {
-            put_u64(&mut b, 8 + 8 * i, w);
+        buf[..8].fill(0);
+        buf[0] = if map { ty::MAP_NODE } else { ty::SET_NODE };
+        buf[2..4].copy_from_slice(&self.datamap.to_le_bytes());
+        buf[4..6].copy_from_slice(&self.nodemap.to_le_bytes());
+        for (i, &w) in self.entries[..words].iter().chain(&self.children[..self.nn]).enumerate() {
+            put_u64(buf, 8 + 8 * i, w);
         }
-        b
+        8 + 8 * (words + self.nn)
+    }
+
+    /// Stores the node as the new version of `old`.
+    fn store<S: Store>(
+        &self,
+        s: &mut S,
+        old: Option<u64>,
+        map: bool,
+        owned: bool,
+    ) -> Result<Word, StoreError> {
+        let mut buf = [0u8; 16 + 8 * 64];
+        let len = self.image(map, &mut buf);
+        Ok(Word(put(s, old, &buf[..len], owned)?))
     }
 
     fn entry(&self, i: usize) -> [u64; 3] {
@@ -102,19 +135,40 @@ impl Node {
         self.entries[i * ew..(i + 1) * ew].copy_from_slice(&e[..ew]);
     }
 
-    fn insert_entry(&mut self, i: usize, e: &[u64; 3]) {
-        let at = i * self.ew;
-        self.entries.splice(at..at, e[..self.ew].iter().copied());
+    fn insert_entry(&mut self, i: usize, e: &[u64; 3]) -> Result<(), Corruption> {
+        if self.nd >= if self.coll { MAX_COLLISIONS } else { 16 } {
+            return Err(Corruption::new(0, "hash-trie node overflows"));
+        }
+        let ew = self.ew;
+        let end = ew * self.nd;
+        self.entries.copy_within(i * ew..end, (i + 1) * ew);
+        self.entries[i * ew..(i + 1) * ew].copy_from_slice(&e[..ew]);
+        self.nd += 1;
+        Ok(())
     }
 
     fn remove_entry(&mut self, i: usize) -> [u64; 3] {
         let e = self.entry(i);
-        self.entries.drain(i * self.ew..(i + 1) * self.ew);
+        let ew = self.ew;
+        let end = ew * self.nd;
+        self.entries.copy_within((i + 1) * ew..end, i * ew);
+        self.nd -= 1;
         e
     }
 
+    fn insert_child(&mut self, j: usize, w: u64) {
+        self.children.copy_within(j..self.nn, j + 1);
+        self.children[j] = w;
+        self.nn += 1;
+    }
+
+    fn remove_child(&mut self, j: usize) {
+        self.children.copy_within(j + 1..self.nn, j);
+        self.nn -= 1;
+    }
+
     fn count(&self) -> usize {
-        self.entries.len() / self.ew
+        self.nd
     }
 }
 
@@ -203,10 +257,10 @@ pub fn walk(
     }
     node(off)?;
     let n = Node::read(mem, off, map)?;
-    for e in n.entries.chunks(n.ew) {
+    for e in n.entries[..n.ew * n.nd].chunks(n.ew) {
         f(e)?;
     }
-    for &c in &n.children {
+    for &c in &n.children[..n.nn] {
         walk(mem, Word(c), map, level + 1, f, node)?;
     }
     Ok(())
@@ -256,12 +310,12 @@ fn upsert_at<S: Store>(
                     return Ok(node);
                 }
                 n.set_entry(i, &new);
-                return Ok(Word(put(s, Some(off), &n.image(map), owned)?));
+                return n.store(s, Some(off), map, owned);
             }
         }
         let e = make(s, None)?;
-        n.insert_entry(n.count(), &e);
-        return Ok(Word(put(s, Some(off), &n.image(map), owned)?));
+        n.insert_entry(n.count(), &e)?;
+        return n.store(s, Some(off), map, owned);
     }
     let bit = 1u16 << frag(h, level);
     if n.datamap & bit != 0 {
@@ -280,7 +334,7 @@ fn upsert_at<S: Store>(
             n.remove_entry(i);
             n.datamap &= !bit;
             n.nodemap |= bit;
-            n.children.insert(index(n.nodemap, bit), child.0);
+            n.insert_child(index(n.nodemap, bit), child.0);
         }
     } else if n.nodemap & bit != 0 {
         let j = index(n.nodemap, bit);
@@ -292,29 +346,37 @@ fn upsert_at<S: Store>(
         n.children[j] = nc.0;
     } else {
         let e = make(s, None)?;
-        n.insert_entry(index(n.datamap, bit), &e);
+        n.insert_entry(index(n.datamap, bit), &e)?;
         n.datamap |= bit;
     }
-    Ok(Word(put(s, Some(off), &n.image(map), owned)?))
+    n.store(s, Some(off), map, owned)
+}
+
+impl Node {
+    /// An empty node (or collision node) of the right kind.
+    fn empty(map: bool, coll: bool, hash: u64) -> Node {
+        Node {
+            coll,
+            hash,
+            datamap: 0,
+            nodemap: 0,
+            ew: entry_words(map),
+            nd: 0,
+            nn: 0,
+            entries: [0; 48],
+            children: [0; 16],
+        }
+    }
 }
 
 /// A new node holding one entry.
 fn single<S: Store>(s: &mut S, e: &[u64; 3], h: u64, level: u32, map: bool) -> Result<Word, StoreError> {
-    let ew = entry_words(map);
-    let n = if level >= LEVELS {
-        Node { coll: true, hash: h, datamap: 0, nodemap: 0, ew, entries: e[..ew].to_vec(), children: vec![] }
-    } else {
-        Node {
-            coll: false,
-            hash: 0,
-            datamap: 1 << frag(h, level),
-            nodemap: 0,
-            ew,
-            entries: e[..ew].to_vec(),
-            children: vec![],
-        }
-    };
-    Ok(Word(put(s, None, &n.image(map), true)?))
+    let mut n = Node::empty(map, level >= LEVELS, h);
+    if !n.coll {
+        n.datamap = 1 << frag(h, level);
+    }
+    n.insert_entry(0, e)?;
+    n.store(s, None, map, true)
 }
 
 /// A new subtree holding two entries whose hashes agree on the levels above `level`.
@@ -327,32 +389,25 @@ fn pair<S: Store>(
     level: u32,
     map: bool,
 ) -> Result<Word, StoreError> {
-    let ew = entry_words(map);
     if level >= LEVELS {
-        let mut entries = a[..ew].to_vec();
-        entries.extend_from_slice(&b[..ew]);
-        let n = Node { coll: true, hash: ha, datamap: 0, nodemap: 0, ew, entries, children: vec![] };
-        return Ok(Word(put(s, None, &n.image(map), true)?));
+        let mut n = Node::empty(map, true, ha);
+        n.insert_entry(0, a)?;
+        n.insert_entry(1, b)?;
+        return n.store(s, None, map, true);
     }
     let (fa, fb) = (frag(ha, level), frag(hb, level));
-    let n = if fa == fb {
+    let mut n = Node::empty(map, false, 0);
+    if fa == fb {
         let child = pair(s, a, ha, b, hb, level + 1, map)?;
-        Node {
-            coll: false,
-            hash: 0,
-            datamap: 0,
-            nodemap: 1 << fa,
-            ew,
-            entries: vec![],
-            children: vec![child.0],
-        }
+        n.nodemap = 1 << fa;
+        n.insert_child(0, child.0);
     } else {
         let (first, second) = if fa < fb { (a, b) } else { (b, a) };
-        let mut entries = first[..ew].to_vec();
-        entries.extend_from_slice(&second[..ew]);
-        Node { coll: false, hash: 0, datamap: 1 << fa | 1 << fb, nodemap: 0, ew, entries, children: vec![] }
-    };
-    Ok(Word(put(s, None, &n.image(map), true)?))
+        n.insert_entry(0, first)?;
+        n.insert_entry(1, second)?;
+        n.datamap = 1 << fa | 1 << fb;
+    }
+    n.store(s, None, map, true)
 }
 
 /// Removes the entry for `probe`; returns the new root and the removed entry.
@@ -408,13 +463,13 @@ fn remove_at<S: Store>(
                 Some(e) => {
                     // The child shrank to one entry: pull it up into this node.
                     s.retire(nc.0, owned)?;
-                    n.children.remove(j);
+                    n.remove_child(j);
                     n.nodemap &= !bit;
-                    n.insert_entry(index(n.datamap, bit), &e);
+                    n.insert_entry(index(n.datamap, bit), &e)?;
                     n.datamap |= bit;
                 }
                 None if nc == Word::EMPTY => {
-                    n.children.remove(j);
+                    n.remove_child(j);
                     n.nodemap &= !bit;
                 }
                 None => n.children[j] = nc.0,
@@ -423,11 +478,11 @@ fn remove_at<S: Store>(
             return Ok((node, None));
         }
     }
-    if n.entries.is_empty() && n.children.is_empty() {
+    if n.nd == 0 && n.nn == 0 {
         s.retire(off, owned)?;
         return Ok((Word::EMPTY, Some(removed)));
     }
-    Ok((Word(put(s, Some(off), &n.image(map), owned)?), Some(removed)))
+    Ok((n.store(s, Some(off), map, owned)?, Some(removed)))
 }
 
 /// The single entry of `node` if it holds exactly one entry and no children (and so may
@@ -435,7 +490,7 @@ fn remove_at<S: Store>(
 fn inlinable(mem: &[u8], node: Word, map: bool) -> Result<Option<[u64; 3]>, Corruption> {
     let Some(off) = node.as_ref() else { return Ok(None) };
     let n = Node::read(mem, off, map)?;
-    Ok((!n.coll && n.count() == 1 && n.children.is_empty()).then(|| n.entry(0)))
+    Ok((!n.coll && n.count() == 1 && n.nn == 0).then(|| n.entry(0)))
 }
 
 /// An iterator over a trie's entries, depth first, without allocating per entry.
