@@ -164,13 +164,15 @@ impl InputError {
     }
 }
 
-fn blob<S: Store>(s: &mut S, t: u8, b: &[u8]) -> Result<Word, InputError> {
+/// Stores a str, bytes or big int object.
+pub(super) fn blob<S: Store>(s: &mut S, t: u8, b: &[u8]) -> Result<Word, InputError> {
     let n = u32::try_from(b.len()).map_err(|_| InputError::TooLarge { path: String::new() })?;
-    let mut img = Vec::with_capacity(8 + b.len());
-    img.extend_from_slice(&[t, 0, 0, 0]);
-    img.extend_from_slice(&n.to_le_bytes());
-    img.extend_from_slice(b);
-    Ok(Word::reference(put(s, None, &img, true)?))
+    let off = s.alloc(8 + b.len())?;
+    let mut head = [t, 0, 0, 0, 0, 0, 0, 0];
+    head[4..].copy_from_slice(&n.to_le_bytes());
+    s.write_at(off, 0, &head)?;
+    s.write_at(off, 8, b)?;
+    Ok(Word::reference(off))
 }
 
 fn words_object<S: Store>(
@@ -277,6 +279,9 @@ pub fn build<S: Store>(s: &mut S, input: &Input) -> Result<Word, InputError> {
             Word::reference(put(s, None, &list_image(&v), true)?)
         }
         Input::Dict(pairs) => {
+            if let Some(w) = bulk_dict(s, pairs)? {
+                return Ok(w);
+            }
             let mut map = Word::EMPTY;
             let mut order = Vector::empty(2);
             let mut len = 0u64;
@@ -318,6 +323,9 @@ pub fn build<S: Store>(s: &mut S, input: &Input) -> Result<Word, InputError> {
         }
         Input::Set(items) | Input::FrozenSet(items) => {
             let frozen = matches!(input, Input::FrozenSet(_));
+            if let Some(w) = bulk_set(s, items, frozen)? {
+                return Ok(w);
+            }
             let mut root = Word::EMPTY;
             let mut len = 0u64;
             let mut hashes = Vec::new();
@@ -371,4 +379,90 @@ fn brief(k: &Input) -> String {
         Input::Float(f) => f.to_string(),
         other => format!("<{}>", other.type_name()),
     }
+}
+
+/// The hashes of `keys`, or an error naming the first unhashable one.
+fn hashes<S: Store>(
+    s: &S,
+    keys: &mut dyn Iterator<Item = &Input>,
+    what: &dyn Fn(&Input) -> String,
+) -> Result<Vec<u64>, InputError> {
+    let cx = Ctx { mem: s.mem(), seed: s.seed() };
+    keys.map(|k| match k.to_key(cx)? {
+        Some(key) => Ok(key.hash(cx.seed)),
+        None => Err(InputError::Unhashable { type_name: k.type_name(), path: what(k) }),
+    })
+    .collect()
+}
+
+/// Whether two of the keys are equal (which the bulk builders leave to the general path).
+fn has_duplicates<S: Store>(s: &S, keys: &[&Input], by_hash: &[(u64, usize)]) -> Result<bool, InputError> {
+    let cx = Ctx { mem: s.mem(), seed: s.seed() };
+    for w in by_hash.windows(2) {
+        if w[0].0 == w[1].0 {
+            let a = keys[w[0].1].to_key(cx)?;
+            let b = keys[w[1].1].to_key(cx)?;
+            if let (Some(a), Some(b)) = (a, b) {
+                if a.equals(&b) {
+                    return Ok(true);
+                }
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// `h` with its nibbles in reverse order: sorting by it groups keys by the trie slot of
+/// level 0, then of level 1 within those, and so on.
+fn trie_order(h: u64) -> u64 {
+    (((h & 0x0f0f_0f0f_0f0f_0f0f) << 4) | ((h >> 4) & 0x0f0f_0f0f_0f0f_0f0f)).swap_bytes()
+}
+
+/// Builds a dict from pairs with no repeated key bottom up: each trie node and vector
+/// node is written once. `None` when a key repeats (the general path handles it).
+fn bulk_dict<S: Store>(s: &mut S, pairs: &[(Input, Input)]) -> Result<Option<Word>, InputError> {
+    if pairs.len() < 2 {
+        return Ok(None);
+    }
+    let hs = hashes(s, &mut pairs.iter().map(|(k, _)| k), &|k| format!("[{}]", brief(k)))?;
+    let mut by_hash: Vec<(u64, usize)> = hs.iter().enumerate().map(|(i, &h)| (trie_order(h), i)).collect();
+    by_hash.sort_unstable();
+    let keys: Vec<&Input> = pairs.iter().map(|(k, _)| k).collect();
+    if has_duplicates(s, &keys, &by_hash)? {
+        return Ok(None);
+    }
+    let mut words = Vec::with_capacity(2 * pairs.len());
+    for (k, v) in pairs {
+        let at = |e: InputError| e.at(&format!("[{}]", brief(k)));
+        let vw = build(s, v).map_err(at)?;
+        let kw = build(s, k).map_err(at)?;
+        words.push(kw.0);
+        words.push(vw.0);
+    }
+    let entries: Vec<(u64, [u64; 3])> =
+        by_hash.iter().map(|&(_, i)| (hs[i], [words[2 * i], words[2 * i + 1], i as u64])).collect();
+    let map = champ::build(s, &entries, true)?;
+    let order = Vector::build(s, 2, &words)?;
+    Ok(Some(Word::reference(put(s, None, &dict_image(pairs.len() as u64, map, &order), true)?)))
+}
+
+/// Builds a set with no repeated element bottom up. `None` when an element repeats.
+fn bulk_set<S: Store>(s: &mut S, items: &[Input], frozen: bool) -> Result<Option<Word>, InputError> {
+    if items.len() < 2 {
+        return Ok(None);
+    }
+    let hs = hashes(s, &mut items.iter(), &|_| " (a set element)".to_string())?;
+    let mut by_hash: Vec<(u64, usize)> = hs.iter().enumerate().map(|(i, &h)| (trie_order(h), i)).collect();
+    by_hash.sort_unstable();
+    let keys: Vec<&Input> = items.iter().collect();
+    if has_duplicates(s, &keys, &by_hash)? {
+        return Ok(None);
+    }
+    let mut entries = Vec::with_capacity(items.len());
+    for &(_, i) in &by_hash {
+        entries.push((hs[i], [build(s, &items[i])?.0, 0, 0]));
+    }
+    let root = champ::build(s, &entries, false)?;
+    let hash = if frozen { combine_frozen(hs.iter().copied(), s.seed()) } else { 0 };
+    Ok(Some(Word::reference(put(s, None, &set_image(frozen, items.len() as u64, root, hash), true)?)))
 }

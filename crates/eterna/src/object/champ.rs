@@ -567,3 +567,47 @@ impl Iterator for Iter<'_> {
         }
     }
 }
+
+/// Builds a trie bottom up from `entries` (hash, entry words), sorted so that entries
+/// sharing a slot at each level are adjacent (by nibble-reversed hash) and with no two
+/// equal keys. Every node is written once.
+pub fn build<S: Store>(s: &mut S, entries: &[(u64, [u64; 3])], map: bool) -> Result<Word, StoreError> {
+    if entries.is_empty() {
+        return Ok(Word::EMPTY);
+    }
+    build_level(s, entries, map, 0)
+}
+
+fn build_level<S: Store>(
+    s: &mut S,
+    entries: &[(u64, [u64; 3])],
+    map: bool,
+    level: u32,
+) -> Result<Word, StoreError> {
+    if level >= LEVELS {
+        let mut n = Node::empty(map, true, entries[0].0);
+        for (i, (_, e)) in entries.iter().enumerate() {
+            n.insert_entry(i, e)?;
+        }
+        return n.store(s, None, map, true);
+    }
+    let mut n = Node::empty(map, false, 0);
+    let mut i = 0;
+    while i < entries.len() {
+        let f = frag(entries[i].0, level);
+        let mut j = i + 1;
+        while j < entries.len() && frag(entries[j].0, level) == f {
+            j += 1;
+        }
+        if j - i == 1 {
+            n.insert_entry(n.nd, &entries[i].1)?;
+            n.datamap |= 1 << f;
+        } else {
+            let child = build_level(s, &entries[i..j], map, level + 1)?;
+            n.insert_child(n.nn, child.0);
+            n.nodemap |= 1 << f;
+        }
+        i = j;
+    }
+    n.store(s, None, map, true)
+}

@@ -6,6 +6,7 @@ mod build;
 pub mod champ;
 pub mod key;
 pub mod layout;
+mod offsets;
 mod ops;
 pub mod store;
 pub mod value;
@@ -15,6 +16,7 @@ pub mod word;
 
 pub use build::{build, Input, InputError};
 pub use key::Key;
+pub use offsets::OffsetSet;
 pub use ops::{
     container_del, container_get, container_set, dict_new, key_input, list_splice, set_add, ContainerError,
 };

@@ -33,7 +33,11 @@ pub trait Store {
     /// Allocates a block of `size` bytes, created in (and owned by) this transaction.
     fn alloc(&mut self, size: usize) -> Result<u64, StoreError>;
     /// Writes `bytes` at `off`, a block created in this transaction.
-    fn write(&mut self, off: u64, bytes: &[u8]) -> Result<(), StoreError>;
+    fn write(&mut self, off: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        self.write_at(off, 0, bytes)
+    }
+    /// Writes `bytes` at `at` bytes into `block`, a block created in this transaction.
+    fn write_at(&mut self, block: u64, at: usize, bytes: &[u8]) -> Result<(), StoreError>;
     /// Whether `off` was created in this transaction (and so may change in place).
     fn is_fresh(&self, off: u64) -> bool;
     /// The block at `off` is no longer reachable from this transaction's state: a fresh

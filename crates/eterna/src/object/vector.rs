@@ -179,13 +179,32 @@ impl Vector {
         owned: bool,
     ) -> Result<Word, StoreError> {
         let old = w.as_ref();
+        if let Some(off) = old {
+            self.check(s.mem(), off, if level == 0 { ty::VEC_LEAF } else { ty::VEC_INNER })?;
+            if s.is_fresh(off) {
+                // Created in this transaction: change just the words that change.
+                if level == 0 {
+                    let at = 8 + 8 * ((i % self.leaf_items()) as usize) * self.width as usize;
+                    let mut bytes = [0u8; 16];
+                    for (k, &x) in item.iter().enumerate() {
+                        bytes[8 * k..8 * k + 8].copy_from_slice(&x.to_le_bytes());
+                    }
+                    s.write_at(off, at, &bytes[..8 * item.len()])?;
+                } else {
+                    let slot = ((i / self.span(level)) % VEC_SLOTS) as usize;
+                    let child = Word(get_u64(slice(s.mem(), off + 8 + 8 * slot as u64, 8)?, 0));
+                    let nc = self.put_at(s, child, level - 1, i, item, owned)?;
+                    if nc != child {
+                        s.write_at(off, 8 + 8 * slot, &nc.0.to_le_bytes())?;
+                    }
+                }
+                return Ok(w);
+            }
+        }
         let mut b = match old {
             Some(off) => slice(s.mem(), off, VEC_NODE)?.to_vec(),
             None => self.blank(level),
         };
-        if let Some(off) = old {
-            self.check(s.mem(), off, if level == 0 { ty::VEC_LEAF } else { ty::VEC_INNER })?;
-        }
         if level == 0 {
             let at = 8 + 8 * ((i % self.leaf_items()) as usize) * self.width as usize;
             for (k, &x) in item.iter().enumerate() {
@@ -299,12 +318,36 @@ impl Vector {
         Ok(())
     }
 
-    /// Builds a vector of `items` (each `width` words) from scratch, all nodes fresh.
+    /// Builds a vector of `items` (each `width` words) from scratch, bottom up: every node
+    /// is written once.
     pub fn build<S: Store>(s: &mut S, width: u8, items: &[u64]) -> Result<Vector, StoreError> {
         let mut v = Vector::empty(width);
-        for item in items.chunks(width as usize) {
-            v.push(s, item, true)?;
+        let w = width as usize;
+        v.count = (items.len() / w) as u64;
+        if v.count == 0 {
+            return Ok(v);
         }
+        let mut level: Vec<u64> = Vec::with_capacity(items.len().div_ceil(VEC_SLOTS as usize));
+        for chunk in items.chunks(VEC_SLOTS as usize / w * w) {
+            let mut b = v.blank(0);
+            for (k, &x) in chunk.iter().enumerate() {
+                put_u64(&mut b, 8 + 8 * k, x);
+            }
+            level.push(put(s, None, &b, true)?);
+        }
+        while level.len() > 1 || v.count > v.capacity(v.depth) {
+            v.depth += 1;
+            let mut up = Vec::with_capacity(level.len().div_ceil(VEC_SLOTS as usize));
+            for chunk in level.chunks(VEC_SLOTS as usize) {
+                let mut b = v.blank(v.depth);
+                for (k, &c) in chunk.iter().enumerate() {
+                    put_u64(&mut b, 8 + 8 * k, c);
+                }
+                up.push(put(s, None, &b, true)?);
+            }
+            level = up;
+        }
+        v.root = Word(level[0]);
         Ok(v)
     }
 }

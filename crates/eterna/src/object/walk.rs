@@ -57,7 +57,7 @@ pub fn children(mem: &[u8], off: u64) -> Result<Vec<Word>, Corruption> {
 /// object is retired (freed at once if created in this transaction, once readers move on
 /// otherwise). Shared objects, and everything under them, stay for the collector.
 pub fn release<S: Store>(s: &mut S, w: Word) -> Result<(), StoreError> {
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = super::OffsetSet::default();
     let mut stack = vec![w];
     let mut doomed = Vec::new();
     while let Some(w) = stack.pop() {
@@ -76,7 +76,7 @@ pub fn release<S: Store>(s: &mut S, w: Word) -> Result<(), StoreError> {
 
 /// Every object reachable from `roots`, as (offset, allocation size), each once.
 pub fn reachable(mem: &[u8], roots: &[Word]) -> Result<Vec<(u64, u64)>, Corruption> {
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = super::OffsetSet::default();
     let mut out = Vec::new();
     let mut stack: Vec<Word> = roots.to_vec();
     while let Some(w) = stack.pop() {
