@@ -8,3 +8,4 @@ pub mod harness;
 pub mod peer;
 pub mod procmem;
 pub mod rng;
+pub mod rustops;

@@ -4,7 +4,7 @@ mod demo;
 mod json;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use eterna::{Access, Allocator, Heap, Key, Options, Stats, TxnError, Value};
+use eterna::{Heap, Key, Options, Stats, TxnError, Value};
 use eterna_bench::frag::{self, Pattern};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -127,7 +127,7 @@ fn main() -> ExitCode {
 }
 
 fn stats(path: PathBuf, json: bool) -> Result<(), Failure> {
-    let heap = Allocator::open(&path, Access::ReadOnly)?;
+    let heap = Heap::open(&path, Options { readonly: true, ..Options::default() })?;
     let s = heap.stats()?;
     if json {
         println!("{}", s.to_json());
@@ -141,6 +141,9 @@ fn stats(path: PathBuf, json: bool) -> Result<(), Failure> {
 pub fn print_stats(s: &Stats) {
     for (name, v) in s.counters() {
         println!("{name:<24} {v:>16}");
+    }
+    for (pid, txn) in &s.reader_list {
+        println!("reader: process {pid} pins transaction {txn}");
     }
     if !s.size_classes.is_empty() {
         println!("\n{:>6} {:>8} {:>12} {:>12}", "size", "pools", "blocks_live", "blocks_free");

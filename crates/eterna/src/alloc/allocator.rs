@@ -728,7 +728,7 @@ impl Allocator {
         &self.meta
     }
 
-    /// Runs a release pass and publishes a new state: `root` and `shared` (words of the
+    /// Runs a release pass (if anything was freed since the last) and publishes a new state: `root` and `shared` (words of the
     /// layers above), `flags`, the geometry and the counters, in the meta slot that is not
     /// current. Returns the new state's transaction id.
     ///
@@ -740,7 +740,9 @@ impl Allocator {
         if !self.writable() {
             return Err(io::Error::new(io::ErrorKind::PermissionDenied, "the heap is open read-only"));
         }
-        self.release()?;
+        if self.pending > 0 || !self.touched.is_empty() || !self.large_dirty.is_empty() {
+            self.release()?;
+        }
         self.meta.txn_id += 1;
         self.meta.root = root;
         self.meta.shared = shared;
