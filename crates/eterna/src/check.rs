@@ -140,8 +140,9 @@ fn check_value_word(w: Word, at: u64) -> Result<(), Corruption> {
 fn check_object(mem: &[u8], seed: u64, off: u64, size: u64) -> Result<(), Corruption> {
     let b = slice(mem, off, size as usize)?;
     match b[0] {
-        ty::STR => {
-            std::str::from_utf8(&b[8..]).map_err(|_| Corruption::new(off, "str is not UTF-8"))?;
+        ty::STR | ty::STR_SHORT => {
+            let text = if b[0] == ty::STR { &b[8..] } else { &b[2..] };
+            std::str::from_utf8(text).map_err(|_| Corruption::new(off, "str is not UTF-8"))?;
         }
         ty::TUPLE => {
             for w in words(b, 8, get_u32(b, 4) as usize) {

@@ -164,8 +164,20 @@ impl InputError {
     }
 }
 
-/// Stores a str, bytes or big int object.
+/// Stores a str, bytes or big int object; a str or bytes of at most 255 bytes gets the
+/// two-byte header.
 pub(super) fn blob<S: Store>(s: &mut S, t: u8, b: &[u8]) -> Result<Word, InputError> {
+    let short = match t {
+        ty::STR => Some(ty::STR_SHORT),
+        ty::BYTES => Some(ty::BYTES_SHORT),
+        _ => None,
+    };
+    if let (Some(st), Ok(n)) = (short, u8::try_from(b.len())) {
+        let off = s.alloc(2 + b.len())?;
+        s.write_at(off, 0, &[st, n])?;
+        s.write_at(off, 2, b)?;
+        return Ok(Word::reference(off));
+    }
     let n = u32::try_from(b.len()).map_err(|_| InputError::TooLarge { path: String::new() })?;
     let off = s.alloc(8 + b.len())?;
     let mut head = [t, 0, 0, 0, 0, 0, 0, 0];

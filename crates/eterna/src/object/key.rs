@@ -256,13 +256,10 @@ impl Key<'_> {
     }
 }
 
-/// Reads the str stored at `off` without validating it (equality needs only the bytes).
+/// The bytes of the object at `off` if it is of kind `want` (long-form type), without
+/// validating them (equality needs only the bytes).
 fn stored_bytes(mem: &[u8], off: u64, want: u8) -> Result<Option<&[u8]>, Corruption> {
-    let head = slice(mem, off, 8)?;
-    if head[0] != want {
-        return Ok(None);
-    }
-    Ok(Some(slice(mem, off + 8, get_u32(head, 4) as usize)?))
+    Ok(super::layout::blob_at(mem, off)?.and_then(|(t, b)| (t == want).then_some(b)))
 }
 
 /// Whether the stored key `w` equals `probe`. The common cases (str, int) compare without
@@ -300,19 +297,20 @@ fn decode_key_at(mem: &[u8], w: Word, depth: usize) -> Result<Key<'_>, Corruptio
         )),
         Imm::Bytes(b, n) => Key::Bytes(Cow::Owned(b[..n as usize].to_vec())),
         Imm::Ref(off) => {
+            if let Some((t, b)) = super::layout::blob_at(mem, off)? {
+                return Ok(match t {
+                    ty::STR => Key::Str(Cow::Borrowed(
+                        std::str::from_utf8(b).map_err(|_| Corruption::new(off, "str is not UTF-8"))?,
+                    )),
+                    ty::BYTES => Key::Bytes(Cow::Borrowed(b)),
+                    _ => match big_num(b) {
+                        Num::Int(v) => Key::Int(v),
+                        _ => Key::BigInt(Cow::Borrowed(b)),
+                    },
+                });
+            }
             let head = slice(mem, off, 8)?;
             match head[0] {
-                ty::STR => {
-                    let b = slice(mem, off + 8, get_u32(head, 4) as usize)?;
-                    Key::Str(Cow::Borrowed(
-                        std::str::from_utf8(b).map_err(|_| Corruption::new(off, "str is not UTF-8"))?,
-                    ))
-                }
-                ty::BYTES => Key::Bytes(Cow::Borrowed(slice(mem, off + 8, get_u32(head, 4) as usize)?)),
-                ty::BIGINT => match big_num(slice(mem, off + 8, get_u32(head, 4) as usize)?) {
-                    Num::Int(v) => Key::Int(v),
-                    _ => Key::BigInt(Cow::Borrowed(slice(mem, off + 8, get_u32(head, 4) as usize)?)),
-                },
                 ty::FLOAT => Key::Float(f64::from_bits(super::layout::get_u64(slice(mem, off + 8, 8)?, 0))),
                 ty::TUPLE => {
                     let n = get_u32(head, 4) as u64;

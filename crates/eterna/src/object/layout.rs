@@ -17,6 +17,8 @@ pub mod ty {
     pub const LIST: u8 = 8; // [ty][depth][pad 6][len][root]
     pub const SET: u8 = 9; // [ty][pad 7][len][root][hash, frozen only]
     pub const FROZENSET: u8 = 10; // as SET
+    pub const STR_SHORT: u8 = 11; // [ty][len u8][utf-8 bytes]: a str of at most 255 bytes
+    pub const BYTES_SHORT: u8 = 12; // [ty][len u8][bytes]
     pub const MAP_NODE: u8 = 16; // [ty][pad][datamap u16][nodemap u16][pad 2][entries 3 words][children]
     pub const SET_NODE: u8 = 17; // [ty][pad][datamap u16][nodemap u16][pad 2][entries 1 word][children]
     pub const MAP_COLLISION: u8 = 18; // [ty][pad 3][n u32][hash u64][n entries of 3 words]
@@ -93,6 +95,7 @@ pub fn object_size(mem: &[u8], off: u64) -> Result<usize, Corruption> {
     let head = slice(mem, off, 8)?;
     let size = match head[0] {
         ty::STR | ty::BYTES | ty::BIGINT => 8 + get_u32(head, 4) as usize,
+        ty::STR_SHORT | ty::BYTES_SHORT => 2 + head[1] as usize,
         ty::FLOAT => 16,
         ty::TUPLE => 8 + 8 * get_u32(head, 4) as usize,
         ty::RECORD => 24 + 8 * get_u32(head, 4) as usize,
@@ -112,4 +115,20 @@ pub fn object_size(mem: &[u8], off: u64) -> Result<usize, Corruption> {
     };
     slice(mem, off, size)?;
     Ok(size)
+}
+
+/// The payload of the str, bytes or big int object at `off`, with its type in the long
+/// form (`STR`, `BYTES`, `BIGINT`) whichever header it has; `None` for other objects.
+#[inline]
+pub fn blob_at(mem: &[u8], off: u64) -> Result<Option<(u8, &[u8])>, Corruption> {
+    let head = slice(mem, off, 2)?;
+    Ok(match head[0] {
+        ty::STR_SHORT => Some((ty::STR, slice(mem, off + 2, head[1] as usize)?)),
+        ty::BYTES_SHORT => Some((ty::BYTES, slice(mem, off + 2, head[1] as usize)?)),
+        t @ (ty::STR | ty::BYTES | ty::BIGINT) => {
+            let n = get_u32(slice(mem, off, 8)?, 4) as usize;
+            Some((t, slice(mem, off + 8, n)?))
+        }
+        _ => None,
+    })
 }

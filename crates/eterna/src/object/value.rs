@@ -122,21 +122,21 @@ pub fn decode<'t>(cx: Ctx<'t>, w: Word) -> Result<Value<'t>, Corruption> {
         }
         Imm::Bytes(b, n) => Value::Bytes(Bytes::Inline(b, n)),
         Imm::Ref(off) => {
-            let head = slice(cx.mem, off, 8)?;
-            let v = View { cx, off };
-            let blob = || slice(cx.mem, off + 8, get_u32(head, 4) as usize);
-            match head[0] {
-                ty::STR => Value::Str(Str::Mapped(
-                    std::str::from_utf8(blob()?).map_err(|_| Corruption::new(off, "str is not UTF-8"))?,
-                )),
-                ty::BYTES => Value::Bytes(Bytes::Mapped(blob()?)),
-                ty::BIGINT => {
-                    let b = blob()?;
-                    match bytes_to_i64(b) {
+            if let Some((t, b)) = blob_at(cx.mem, off)? {
+                return Ok(match t {
+                    ty::STR => Value::Str(Str::Mapped(
+                        std::str::from_utf8(b).map_err(|_| Corruption::new(off, "str is not UTF-8"))?,
+                    )),
+                    ty::BYTES => Value::Bytes(Bytes::Mapped(b)),
+                    _ => match bytes_to_i64(b) {
                         Some(v) => Value::Int(v),
                         None => Value::BigInt(b),
-                    }
-                }
+                    },
+                });
+            }
+            let head = slice(cx.mem, off, 8)?;
+            let v = View { cx, off };
+            match head[0] {
                 ty::FLOAT => Value::Float(f64::from_bits(get_u64(slice(cx.mem, off, 16)?, 8))),
                 ty::TUPLE => Value::Tuple(Tuple(v)),
                 ty::RECORD => Value::Record(Record(v)),

@@ -15,7 +15,7 @@ pub fn children(mem: &[u8], off: u64) -> Result<Vec<Word>, Corruption> {
     let words =
         |from: usize, to: usize| (from..to).step_by(8).map(|at| Word(get_u64(b, at))).collect::<Vec<_>>();
     Ok(match b[0] {
-        ty::STR | ty::BYTES | ty::BIGINT | ty::FLOAT => vec![],
+        ty::STR | ty::BYTES | ty::BIGINT | ty::FLOAT | ty::STR_SHORT | ty::BYTES_SHORT => vec![],
         ty::TUPLE => words(8, size),
         ty::RECORD => words(8, size),
         ty::DICT => vec![Word(get_u64(b, DICT_MAP)), Word(get_u64(b, DICT_ORDER))],
