@@ -289,3 +289,69 @@ fn a_forked_child_reads_and_is_refused_writes() {
     heap.close().unwrap();
     eterna::check::check(&path).unwrap();
 }
+
+// ----- the writer lock -----------------------------------------------------------------
+
+fn stuck_writer(path: &Path) {
+    let heap = Heap::open(path, Options::default()).unwrap();
+    let mut w = heap.write().unwrap();
+    // Half a transaction: allocated, never committed.
+    for i in 0..1000 {
+        w.set(&[k(&format!("uncommitted {i}"))], &Input::Str("x".repeat(100))).unwrap();
+    }
+    println!("\nLOCKED");
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+#[test]
+fn a_second_writer_times_out_then_proceeds_when_the_first_is_killed() {
+    if let Some((role, path)) = role() {
+        assert_eq!(role, "stuck");
+        return stuck_writer(&path);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("locked");
+    {
+        let heap = Heap::open(&path, Options::default()).unwrap();
+        let mut w = heap.write().unwrap();
+        w.set(&[k("committed")], &Input::Int(1)).unwrap();
+        w.commit().unwrap();
+        heap.close().unwrap();
+    }
+    let mut child = spawn("a_second_writer_times_out_then_proceeds_when_the_first_is_killed", "stuck", &path);
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    while !seen.contains("LOCKED") {
+        let mut buf = [0u8; 256];
+        let n = std::io::Read::read(&mut stdout, &mut buf).unwrap();
+        assert!(n > 0, "the writer child ended early");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let opts = Options { lock_timeout: Some(Duration::from_millis(300)), ..Options::default() };
+    let heap = Heap::open(&path, opts).unwrap();
+    let started = Instant::now();
+    match heap.write() {
+        Err(eterna::TxnError::LockTimeout { waited }) => {
+            assert!(waited >= Duration::from_millis(300));
+            println!(
+                "second writer gave up after {:?}: {}",
+                started.elapsed(),
+                eterna::TxnError::LockTimeout { waited }
+            );
+        }
+        Err(e) => panic!("expected a lock timeout, got {e}"),
+        Ok(_) => panic!("a second writer got the lock"),
+    }
+    // Readers are not blocked by the writer.
+    assert!(matches!(heap.read().unwrap().get(&[k("committed")]).unwrap(), Some(Value::Int(1))));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The kernel dropped the dead writer's lock: this writer proceeds, recovering first.
+    let mut w = heap.write().unwrap();
+    assert!(w.get(&[k("uncommitted 0")]).unwrap().is_none());
+    w.set(&[k("committed")], &Input::Int(2)).unwrap();
+    w.commit().unwrap();
+    heap.close().unwrap();
+    let report = eterna::check::check(&path).unwrap();
+    assert_eq!(report.unreachable_blocks, 0, "recovery freed the dead writer's allocations");
+}
