@@ -11,7 +11,7 @@ use crate::error::{Corruption, OpenError};
 use crate::format::META_WRITER;
 use crate::object::key::{combine_frozen, decode_key};
 use crate::object::layout::*;
-use crate::object::value::{dict_order, header_word, list_vector};
+use crate::object::value::{dict_order, header_word, list_rope};
 use crate::object::walk::{children, reachable};
 use crate::object::word::{Imm, Word};
 use crate::region::Access;
@@ -163,19 +163,8 @@ fn check_object(mem: &[u8], seed: u64, off: u64, size: u64) -> Result<(), Corrup
         }
         ty::DICT => check_dict(mem, seed, off)?,
         ty::LIST => {
-            let v = list_vector(mem, off)?;
-            let mut n = 0;
-            v.walk(
-                mem,
-                &mut |_, item| {
-                    n += 1;
-                    check_value_word(Word(item[0]), off)
-                },
-                &mut |_| Ok(()),
-            )?;
-            if n != v.count {
-                return Err(Corruption::new(off, "list length disagrees with its items"));
-            }
+            // The walk checks every child's count against its items, and the total.
+            list_rope(mem, off)?.walk(mem, &mut |w| check_value_word(w, off), &mut |_| Ok(()))?;
         }
         t @ (ty::SET | ty::FROZENSET) => {
             let entries = check_trie(mem, seed, header_word(mem, off, SET_ROOT)?, false)?;

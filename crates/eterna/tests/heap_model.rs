@@ -59,6 +59,10 @@ enum Op {
     Del(u8),
     DelNested(u8, u8),
     Append(u8, M),
+    /// Insert before index (taken modulo the length + 1).
+    Insert(u8, u16, M),
+    /// Delete at index (modulo the length).
+    DelIndex(u8, u16),
     Share(u8, u8),
     Commit,
     Abort,
@@ -73,6 +77,7 @@ fn value() -> impl Strategy<Value = M> {
     leaf().prop_recursive(2, 24, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(M::List),
+            prop::collection::vec(any::<i64>().prop_map(M::Int), 30..90).prop_map(M::List),
             prop::collection::vec(("[a-d]", inner), 0..6).prop_map(|kv| {
                 let mut d = Vec::new();
                 for (k, v) in kv {
@@ -91,6 +96,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u8..6).prop_map(Op::Del),
         2 => (0u8..6, 0u8..4).prop_map(|(k, s)| Op::DelNested(k, s)),
         3 => (0u8..6, leaf()).prop_map(|(k, v)| Op::Append(k, v)),
+        2 => (0u8..6, any::<u16>(), leaf()).prop_map(|(k, i, v)| Op::Insert(k, i, v)),
+        2 => (0u8..6, any::<u16>()).prop_map(|(k, i)| Op::DelIndex(k, i)),
         2 => (0u8..6, 0u8..6).prop_map(|(a, b)| Op::Share(a, b)),
         3 => Just(Op::Commit),
         1 => Just(Op::Abort),
@@ -198,6 +205,22 @@ fn apply<'h>(
                 _ => assert!(r.is_err()),
             }
         }
+        Op::Insert(k, i, v) => match working.iter_mut().find(|(ek, _)| *ek == key(k)) {
+            Some((_, M::List(l))) => {
+                let at = i as usize % (l.len() + 1);
+                txn.splice(&[kk(&key(k))], at as u64, 0, std::slice::from_ref(&v.input())).unwrap();
+                l.insert(at, v);
+            }
+            _ => assert!(txn.splice(&[kk(&key(k))], 0, 0, &[v.input()]).is_err()),
+        },
+        Op::DelIndex(k, i) => match working.iter_mut().find(|(ek, _)| *ek == key(k)) {
+            Some((_, M::List(l))) if !l.is_empty() => {
+                let at = i as usize % l.len();
+                txn.del(&[kk(&key(k)), Key::Int(at as i64)]).unwrap();
+                l.remove(at);
+            }
+            _ => assert!(txn.del(&[kk(&key(k)), Key::Int(0)]).is_err()),
+        },
         Op::Share(a, b) => {
             if let Some(input) = txn.share(&[kk(&key(a))]).unwrap() {
                 txn.set(&[kk(&key(b))], &input).unwrap();

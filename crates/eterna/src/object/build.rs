@@ -4,6 +4,7 @@
 use super::champ;
 use super::key::{combine_frozen, minimal_int_bytes, Key};
 use super::layout::*;
+use super::rope::Rope;
 use super::store::{put, Store, StoreError};
 use super::value::{decode, Ctx};
 use super::vector::Vector;
@@ -216,12 +217,12 @@ pub fn dict_image(len: u64, map: Word, order: &Vector) -> Vec<u8> {
 }
 
 /// A list header image.
-pub fn list_image(v: &Vector) -> Vec<u8> {
+pub fn list_image(r: &Rope) -> Vec<u8> {
     let mut b = vec![0u8; LIST_SIZE];
     b[0] = ty::LIST;
-    b[1] = v.depth;
-    put_u64(&mut b, LIST_LEN, v.count);
-    put_u64(&mut b, LIST_ROOT, v.root.0);
+    b[1] = r.height;
+    put_u64(&mut b, LIST_LEN, r.len);
+    put_u64(&mut b, LIST_ROOT, r.root.0);
     b
 }
 
@@ -287,8 +288,8 @@ pub fn build<S: Store>(s: &mut S, input: &Input) -> Result<Word, InputError> {
             for (i, it) in items.iter().enumerate() {
                 ws.push(build(s, it).map_err(|e| e.at(&format!("[{i}]")))?.0);
             }
-            let v = Vector::build(s, 1, &ws)?;
-            Word::reference(put(s, None, &list_image(&v), true)?)
+            let r = Rope::build(s, &ws)?;
+            Word::reference(put(s, None, &list_image(&r), true)?)
         }
         Input::Dict(pairs) => {
             if let Some(w) = bulk_dict(s, pairs)? {

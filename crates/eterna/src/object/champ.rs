@@ -300,6 +300,8 @@ fn upsert_at<S: Store>(
         let e = make(s, None)?;
         return single(s, &e, h, level, map);
     };
+    // Below a node something else also references, nothing is this change's alone.
+    let owned = owned && !s.is_shared(off)?;
     let mut n = Node::read(s.mem(), off, map)?;
     if n.coll {
         for i in 0..n.count() {
@@ -432,6 +434,7 @@ fn remove_at<S: Store>(
     owned: bool,
 ) -> Result<(Word, Option<[u64; 3]>), StoreError> {
     let Some(off) = node.as_ref() else { return Ok((node, None)) };
+    let owned = owned && !s.is_shared(off)?;
     let mut n = Node::read(s.mem(), off, map)?;
     let removed;
     if n.coll {

@@ -14,7 +14,7 @@ pub mod ty {
     pub const TUPLE: u8 = 5; // [ty][pad 3][n u32][n words]
     pub const RECORD: u8 = 6; // [ty][pad 3][n u32][type name][field names tuple][n words]
     pub const DICT: u8 = 7; // [ty][order depth][pad 6][len][map root][order root][order count]
-    pub const LIST: u8 = 8; // [ty][depth][pad 6][len][root]
+    pub const LIST: u8 = 8; // [ty][height][pad 6][len][root]: a counted B-tree
     pub const SET: u8 = 9; // [ty][pad 7][len][root][hash, frozen only]
     pub const FROZENSET: u8 = 10; // as SET
     pub const STR_SHORT: u8 = 11; // [ty][len u8][utf-8 bytes]: a str of at most 255 bytes
@@ -25,6 +25,8 @@ pub mod ty {
     pub const SET_COLLISION: u8 = 19; // [ty][pad 3][n u32][hash u64][n entries of 1 word]
     pub const VEC_LEAF: u8 = 20; // [ty][width][pad 6][32 words]
     pub const VEC_INNER: u8 = 21; // [ty][pad 7][32 child words]
+    pub const ROPE_LEAF: u8 = 22; // [ty][0][count u16][0 u32][32 item words]
+    pub const ROPE_INNER: u8 = 23; // [ty][0][count u16][0 u32][16 x (child word, items u64)]
 }
 
 /// Bytes of a vector node (leaf or inner): a header word and 32 slots.
@@ -111,6 +113,7 @@ pub fn object_size(mem: &[u8], off: u64) -> Result<usize, Corruption> {
             16 + 8 * entry_words(t == ty::MAP_COLLISION) * get_u32(head, 4) as usize
         }
         ty::VEC_LEAF | ty::VEC_INNER => VEC_NODE,
+        ty::ROPE_LEAF | ty::ROPE_INNER => super::rope::NODE,
         t => return Err(Corruption::new(off, format!("unknown object type {t}"))),
     };
     slice(mem, off, size)?;

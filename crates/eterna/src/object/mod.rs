@@ -8,6 +8,7 @@ pub mod key;
 pub mod layout;
 mod offsets;
 mod ops;
+pub mod rope;
 pub mod store;
 pub mod value;
 pub mod vector;

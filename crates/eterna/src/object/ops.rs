@@ -7,7 +7,7 @@ use super::champ;
 use super::key::Key;
 use super::layout::*;
 use super::store::{put, Store, StoreError};
-use super::value::{dict_order, header_word, list_vector};
+use super::value::{dict_order, header_word, list_rope};
 use super::vector::Vector;
 use super::word::Word;
 use crate::error::Corruption;
@@ -137,9 +137,9 @@ pub fn container_get(mem: &[u8], seed: u64, c: Word, key: &Key) -> Result<Option
             Ok(champ::lookup(mem, root, key.hash(seed), key, true)?.map(|e| Word(e[1])))
         }
         Some(ty::LIST) => {
-            let v = list_vector(mem, off)?;
-            match index_of(key, v.count) {
-                Ok(i) => Ok(Some(Word(v.get(mem, i)?[0]))),
+            let r = list_rope(mem, off)?;
+            match index_of(key, r.len) {
+                Ok(i) => Ok(Some(r.get(mem, i)?)),
                 Err(ContainerError::IndexOutOfRange { .. }) => Ok(None),
                 Err(e) => Err(e),
             }
@@ -191,14 +191,14 @@ pub fn container_set<S: Store>(
     match t {
         Some(ty::DICT) => dict_set(s, off, key, value, owned),
         Some(ty::LIST) => {
-            let mut v = list_vector(s.mem(), off)?;
-            let i = index_of(key, v.count)?;
-            let old = Word(v.get(s.mem(), i)?[0]);
+            let mut r = list_rope(s.mem(), off)?;
+            let i = index_of(key, r.len)?;
+            let old = r.get(s.mem(), i)?;
             if old == value {
                 return Ok((c, None));
             }
-            v.set(s, i, &[value.0], owned)?;
-            Ok((Word::reference(put(s, Some(off), &list_image(&v), owned)?), Some(old)))
+            r.set(s, i, value, owned)?;
+            Ok((Word::reference(put(s, Some(off), &list_image(&r), owned)?), Some(old)))
         }
         Some(ty::RECORD) => {
             let i = record_field(s.mem(), off, key)?.ok_or(ContainerError::NotFound)?;
@@ -297,11 +297,8 @@ pub fn container_del<S: Store>(
             Ok((Word::reference(w), vec![Word(e[0]), Word(e[1])]))
         }
         Some(ty::LIST) => {
-            let v = list_vector(s.mem(), off)?;
-            let i = index_of(key, v.count)?;
-            let (w, removed) = list_splice(s, c, i, 1, &[], owned)?;
-            let _ = v;
-            Ok((w, removed))
+            let i = index_of(key, list_rope(s.mem(), off)?.len)?;
+            list_splice(s, c, i, 1, &[], owned)
         }
         Some(ty::SET) => {
             let root = header_word(s.mem(), off, SET_ROOT)?;
@@ -363,37 +360,19 @@ pub fn list_splice<S: Store>(
     let (Some(off), Some(ty::LIST)) = (c.as_ref(), t) else {
         return Err(ContainerError::WrongType { found: type_name(t), wanted: "list" });
     };
-    let mut v = list_vector(s.mem(), off)?;
-    if start > v.count || start + del > v.count {
-        return Err(ContainerError::IndexOutOfRange { index: start as i64, len: v.count });
+    let mut r = list_rope(s.mem(), off)?;
+    if start > r.len || start + del > r.len {
+        return Err(ContainerError::IndexOutOfRange { index: start as i64, len: r.len });
     }
-    let mut removed = Vec::new();
-    if start + del == v.count {
-        for _ in 0..del {
-            if let Some(item) = v.pop(s, owned)? {
-                removed.push(Word(item[0]));
-            }
-        }
-        removed.reverse();
-        for w in insert {
-            v.push(s, &[w.0], owned)?;
-        }
-    } else {
-        let mut items = Vec::with_capacity(v.count as usize);
-        v.walk(
-            s.mem(),
-            &mut |_, item| {
-                items.push(item[0]);
-                Ok(())
-            },
-            &mut |_| Ok(()),
-        )?;
-        v.retire_nodes(s, owned)?;
-        removed = items[start as usize..(start + del) as usize].iter().map(|&w| Word(w)).collect();
-        items.splice(start as usize..(start + del) as usize, insert.iter().map(|w| w.0));
-        v = Vector::build(s, 1, &items)?;
+    // Each removal and insertion copies one root-to-leaf path.
+    let mut removed = Vec::with_capacity(del as usize);
+    for _ in 0..del {
+        removed.push(r.remove(s, start, owned)?);
     }
-    let w = put(s, Some(off), &list_image(&v), owned)?;
+    for (k, w) in insert.iter().enumerate() {
+        r.insert(s, start + k as u64, *w, owned)?;
+    }
+    let w = put(s, Some(off), &list_image(&r), owned)?;
     Ok((Word::reference(w), removed))
 }
 

@@ -4,6 +4,7 @@
 use super::champ;
 use super::key::{bytes_to_i64, decode_key, Key};
 use super::layout::*;
+use super::rope::Rope;
 use super::vector::Vector;
 use super::word::{Imm, Word};
 use crate::error::Corruption;
@@ -228,10 +229,10 @@ pub fn dict_order(mem: &[u8], off: u64) -> Result<Vector, Corruption> {
     Ok(Vector { root: Word(get_u64(b, DICT_ORDER)), count: get_u64(b, DICT_COUNT), depth: b[1], width: 2 })
 }
 
-/// The item vector of the list at `off`.
-pub fn list_vector(mem: &[u8], off: u64) -> Result<Vector, Corruption> {
+/// The item rope of the list at `off`.
+pub fn list_rope(mem: &[u8], off: u64) -> Result<Rope, Corruption> {
     let b = slice(mem, off, LIST_SIZE)?;
-    Ok(Vector { root: Word(get_u64(b, LIST_ROOT)), count: get_u64(b, LIST_LEN), depth: b[1], width: 1 })
+    Ok(Rope { root: Word(get_u64(b, LIST_ROOT)), len: get_u64(b, LIST_LEN), height: b[1] })
 }
 
 impl<'t> Tuple<'t> {
@@ -253,12 +254,12 @@ impl<'t> Tuple<'t> {
 }
 
 impl<'t> List<'t> {
-    fn vector(&self) -> Result<Vector, Corruption> {
-        list_vector(self.0.cx.mem, self.0.off)
+    fn rope(&self) -> Result<Rope, Corruption> {
+        list_rope(self.0.cx.mem, self.0.off)
     }
     /// Number of items.
     pub fn len(&self) -> Result<u64, Corruption> {
-        Ok(self.vector()?.count)
+        Ok(self.rope()?.len)
     }
     /// Whether the list is empty.
     pub fn is_empty(&self) -> Result<bool, Corruption> {
@@ -266,17 +267,17 @@ impl<'t> List<'t> {
     }
     /// The item at `i` (Python's negative indices count from the end).
     pub fn get(&self, i: i64) -> Result<Option<Value<'t>>, Corruption> {
-        let v = self.vector()?;
-        let i = if i < 0 { i + v.count as i64 } else { i };
-        if i < 0 || i as u64 >= v.count {
+        let r = self.rope()?;
+        let i = if i < 0 { i + r.len as i64 } else { i };
+        if i < 0 || i as u64 >= r.len {
             return Ok(None);
         }
-        Ok(Some(decode(self.0.cx, Word(v.get(self.0.cx.mem, i as u64)?[0]))?))
+        Ok(Some(decode(self.0.cx, r.get(self.0.cx.mem, i as u64)?)?))
     }
     /// The items, in order, lazily.
     pub fn iter(&self) -> Result<impl Iterator<Item = Result<Value<'t>, Corruption>> + 't, Corruption> {
         let cx = self.0.cx;
-        Ok(self.vector()?.iter(cx.mem).map(move |item| decode(cx, Word(item?[0]))))
+        Ok(self.rope()?.iter(cx.mem).map(move |w| decode(cx, w?)))
     }
     /// Every item, in order.
     pub fn items(&self) -> Result<Vec<Value<'t>>, Corruption> {

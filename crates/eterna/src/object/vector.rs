@@ -179,6 +179,11 @@ impl Vector {
         owned: bool,
     ) -> Result<Word, StoreError> {
         let old = w.as_ref();
+        let owned = match old {
+            // Below a node something else also references, nothing is this change's alone.
+            Some(off) => owned && !s.is_shared(off)?,
+            None => owned,
+        };
         if let Some(off) = old {
             self.check(s.mem(), off, if level == 0 { ty::VEC_LEAF } else { ty::VEC_INNER })?;
             if s.is_fresh(off) {
@@ -266,12 +271,14 @@ impl Vector {
         while self.depth > 0 && self.count <= self.capacity(self.depth - 1) {
             let off = self.root.as_ref().ok_or_else(|| Corruption::new(0, "vector root missing"))?;
             let child = Word(get_u64(slice(s.mem(), off + 8, 8)?, 0));
+            let owned = owned && !s.is_shared(off)?;
             s.retire(off, owned)?;
             self.root = child;
             self.depth -= 1;
         }
         if self.count == 0 {
             if let Some(off) = self.root.as_ref() {
+                let owned = owned && !s.is_shared(off)?;
                 s.retire(off, owned)?;
             }
             self.root = Word::EMPTY;
@@ -290,6 +297,7 @@ impl Vector {
         owned: bool,
     ) -> Result<Word, StoreError> {
         let off = w.as_ref().ok_or_else(|| Corruption::new(w.0, "vector path ends early"))?;
+        let owned = owned && !s.is_shared(off)?;
         if level == 0 {
             s.retire(off, owned)?;
             return Ok(Word::EMPTY);
@@ -305,15 +313,26 @@ impl Vector {
         Ok(Word(put(s, Some(off), &b, owned)?))
     }
 
-    /// Retires every node of the vector (not the items).
+    /// Retires every node of the vector (not the items), except below a node something
+    /// else also references.
     pub fn retire_nodes<S: Store>(&self, s: &mut S, owned: bool) -> Result<(), StoreError> {
         let mut nodes = Vec::new();
         self.walk(s.mem(), &mut |_, _| Ok(()), &mut |off| {
             nodes.push(off);
             Ok(())
         })?;
+        // `walk` lists parents before children: skip every node under a shared one.
+        let mut skip = super::OffsetSet::default();
         for off in nodes {
-            s.retire(off, owned)?;
+            if skip.contains(off) || !owned || s.is_shared(off)? {
+                for c in super::walk::children(s.mem(), off)? {
+                    if let Some(c) = c.as_ref() {
+                        skip.insert(c);
+                    }
+                }
+                continue;
+            }
+            s.retire(off, true)?;
         }
         Ok(())
     }

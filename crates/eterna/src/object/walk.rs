@@ -49,6 +49,8 @@ pub fn children(mem: &[u8], off: u64) -> Result<Vec<Word>, Corruption> {
             out
         }
         ty::VEC_LEAF | ty::VEC_INNER => words(8, size),
+        ty::ROPE_LEAF => words(8, 8 + 8 * get_u16(b, 2).min(32) as usize),
+        ty::ROPE_INNER => (0..get_u16(b, 2).min(16) as usize).map(|i| Word(get_u64(b, 8 + 16 * i))).collect(),
         t => return Err(Corruption::new(off, format!("unknown object type {t}"))),
     })
 }
