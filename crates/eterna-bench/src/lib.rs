@@ -9,3 +9,4 @@ pub mod peer;
 pub mod procmem;
 pub mod rng;
 pub mod rustops;
+pub mod shared;
