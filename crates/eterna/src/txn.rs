@@ -233,7 +233,7 @@ impl Store for Tx<'_> {
     fn retire(&mut self, off: u64, owned: bool) -> Result<(), StoreError> {
         if self.fresh.remove(off) {
             self.alloc.free(off).map_err(|e| StoreError::Corrupt(Corruption::new(off, e.to_string())))?;
-        } else if owned {
+        } else if owned && !self.is_shared(off)? {
             self.retired.push(off);
         }
         Ok(())

@@ -367,14 +367,12 @@ impl Rope {
             if n.n != 1 {
                 break;
             }
-            let owned = owned && !s.is_shared(off)?;
             s.retire(off, owned)?;
             self.root = Word(n.words[0]);
             self.height -= 1;
         }
         if self.len == 0 {
             if let Some(off) = self.root.as_ref() {
-                let owned = owned && !s.is_shared(off)?;
                 s.retire(off, owned)?;
             }
             self.root = Word::EMPTY;

@@ -42,7 +42,8 @@ pub trait Store {
     fn is_fresh(&self, off: u64) -> bool;
     /// The block at `off` is no longer reachable from this transaction's state: a fresh
     /// block is freed at once, a committed one once no reader can see it. `owned` is false
-    /// when something else may still reference the block; it is then left to the collector.
+    /// when something else may still reference the block (and a shared block is never
+    /// owned); it is then left to the collector.
     fn retire(&mut self, off: u64, owned: bool) -> Result<(), StoreError>;
     /// Records that the value `w` (already stored) is being stored in a second place: it
     /// becomes immutable and is never freed by a path copy, only by the collector.

@@ -271,14 +271,12 @@ impl Vector {
         while self.depth > 0 && self.count <= self.capacity(self.depth - 1) {
             let off = self.root.as_ref().ok_or_else(|| Corruption::new(0, "vector root missing"))?;
             let child = Word(get_u64(slice(s.mem(), off + 8, 8)?, 0));
-            let owned = owned && !s.is_shared(off)?;
             s.retire(off, owned)?;
             self.root = child;
             self.depth -= 1;
         }
         if self.count == 0 {
             if let Some(off) = self.root.as_ref() {
-                let owned = owned && !s.is_shared(off)?;
                 s.retire(off, owned)?;
             }
             self.root = Word::EMPTY;
