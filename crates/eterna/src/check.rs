@@ -279,18 +279,18 @@ fn trie_node(
         ));
     }
     let (datamap, nodemap) = (get_u16(b, 2), get_u16(b, 4));
-    let nd = datamap.count_ones() as usize;
+    let nn = nodemap.count_ones() as usize;
     let mut i = 0;
     for f in 0..16u32 {
         if datamap & (1 << f) != 0 {
-            entry(8 + 8 * ew * i, Some(f))?;
+            entry(8 + 8 * (nn + ew * i), Some(f))?;
             i += 1;
         }
     }
     let mut j = 0;
     for f in 0..16u32 {
         if nodemap & (1 << f) != 0 {
-            let child = Word(get_u64(b, 8 + 8 * (ew * nd + j)));
+            let child = Word(get_u64(b, 8 + 8 * j));
             trie_node(mem, seed, child, map, level + 1, prefix | (f as u64) << (4 * level), out)?;
             j += 1;
         }

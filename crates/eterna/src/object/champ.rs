@@ -78,12 +78,13 @@ impl Node {
         } else {
             return Err(Corruption::new(off, format!("expected a hash-trie node, found type {}", head[0])));
         }
+        // Children first: a descent then finds its pointer in the header's cache line.
         let b = slice(mem, off + base, 8 * (ew * n.nd + n.nn))?;
-        for i in 0..ew * n.nd {
-            n.entries[i] = get_u64(b, 8 * i);
-        }
         for i in 0..n.nn {
-            n.children[i] = get_u64(b, 8 * (ew * n.nd + i));
+            n.children[i] = get_u64(b, 8 * i);
+        }
+        for i in 0..ew * n.nd {
+            n.entries[i] = get_u64(b, 8 * (n.nn + i));
         }
         Ok(n)
     }
@@ -105,7 +106,7 @@ impl Node {
         buf[0] = if map { ty::MAP_NODE } else { ty::SET_NODE };
         buf[2..4].copy_from_slice(&self.datamap.to_le_bytes());
         buf[4..6].copy_from_slice(&self.nodemap.to_le_bytes());
-        for (i, &w) in self.entries[..words].iter().chain(&self.children[..self.nn]).enumerate() {
+        for (i, &w) in self.children[..self.nn].iter().chain(&self.entries[..words]).enumerate() {
             put_u64(buf, 8 + 8 * i, w);
         }
         8 + 8 * (words + self.nn)
@@ -204,8 +205,9 @@ pub fn lookup(
         }
         let (datamap, nodemap) = (get_u16(head, 2), get_u16(head, 4));
         let bit = 1u16 << frag(h, level);
+        let nn = nodemap.count_ones() as u64;
         if datamap & bit != 0 {
-            let at = off + 8 + 8 * (ew * index(datamap, bit)) as u64;
+            let at = off + 8 + 8 * (nn + (ew * index(datamap, bit)) as u64);
             let b = slice(mem, at, 8 * ew)?;
             let mut e = [0u64; 3];
             for (i, w) in e.iter_mut().take(ew).enumerate() {
@@ -216,8 +218,7 @@ pub fn lookup(
         if nodemap & bit == 0 {
             return Ok(None);
         }
-        let nd = datamap.count_ones() as u64;
-        let at = off + 8 + 8 * (ew as u64 * nd + index(nodemap, bit) as u64);
+        let at = off + 8 + 8 * index(nodemap, bit) as u64;
         node = Word(get_u64(slice(mem, at, 8)?, 0));
         level += 1;
         if level > LEVELS {
@@ -539,7 +540,7 @@ impl Iterator for Iter<'_> {
             let top = self.stack.last_mut().expect("non-empty");
             if e < nd {
                 top.1 += 1;
-                let at = off + base + (8 * ew * e) as u64;
+                let at = off + base + (8 * (nn + ew * e)) as u64;
                 return Some(slice(self.mem, at, 8 * ew).map(|b| {
                     let mut out = [0u64; 3];
                     for (k, w) in out.iter_mut().take(ew).enumerate() {
@@ -550,7 +551,7 @@ impl Iterator for Iter<'_> {
             }
             if c < nn {
                 top.2 += 1;
-                let at = off + base + (8 * (ew * nd + c)) as u64;
+                let at = off + base + (8 * c) as u64;
                 match slice(self.mem, at, 8) {
                     Ok(b) => match Word(get_u64(b, 0)).as_ref() {
                         Some(child) => self.stack.push((child, 0, 0)),

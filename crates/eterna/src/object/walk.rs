@@ -24,15 +24,15 @@ pub fn children(mem: &[u8], off: u64) -> Result<Vec<Word>, Corruption> {
         t @ (ty::MAP_NODE | ty::SET_NODE) => {
             let map = t == ty::MAP_NODE;
             let ew = entry_words(map);
-            let nd = get_u16(b, 2).count_ones() as usize;
-            let mut out = Vec::new();
-            for e in 0..nd {
-                out.push(Word(get_u64(b, 8 + 8 * ew * e)));
+            let nn = get_u16(b, 4).count_ones() as usize;
+            let mut out = words(8, 8 + 8 * nn);
+            let first = 8 + 8 * nn;
+            for at in (first..size).step_by(8 * ew) {
+                out.push(Word(get_u64(b, at)));
                 if map {
-                    out.push(Word(get_u64(b, 8 + 8 * ew * e + 8)));
+                    out.push(Word(get_u64(b, at + 8)));
                 }
             }
-            out.extend(words(8 + 8 * ew * nd, size));
             out
         }
         t @ (ty::MAP_COLLISION | ty::SET_COLLISION) => {
