@@ -17,9 +17,7 @@ pub fn to_input(j: &Json) -> Input {
         Json::Number(n) => {
             if let Some(i) = n.as_i64() {
                 Input::Int(i)
-            } else if let Some(u) = n.as_u64() {
-                let mut b = u.to_le_bytes().to_vec();
-                b.push(0);
+            } else if let Some(b) = decimal_bigint(&n.to_string()) {
                 Input::BigInt(b)
             } else {
                 Input::Float(n.as_f64().unwrap_or(f64::NAN))
@@ -29,6 +27,41 @@ pub fn to_input(j: &Json) -> Input {
         Json::Array(items) => Input::List(items.iter().map(to_input).collect()),
         Json::Object(m) => Input::Dict(m.iter().map(|(k, v)| (Input::Str(k.clone()), to_input(v))).collect()),
     }
+}
+
+/// Two's complement little-endian bytes of a decimal integer literal (`-?[0-9]+`), or
+/// `None` for anything else (a JSON float).
+pub fn decimal_bigint(text: &str) -> Option<Vec<u8>> {
+    let (neg, digits) = match text.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, text),
+    };
+    if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    // Magnitude, little-endian base 256: multiply by ten and add, digit by digit.
+    let mut mag: Vec<u8> = vec![0];
+    for d in digits.bytes() {
+        let mut carry = (d - b'0') as u16;
+        for byte in mag.iter_mut() {
+            let v = *byte as u16 * 10 + carry;
+            *byte = v as u8;
+            carry = v >> 8;
+        }
+        if carry > 0 {
+            mag.push(carry as u8);
+        }
+    }
+    mag.push(0); // room for the sign bit
+    if neg {
+        let mut carry = 1u16;
+        for b in mag.iter_mut() {
+            let v = (!*b) as u16 + carry;
+            *b = v as u8;
+            carry = v >> 8;
+        }
+    }
+    Some(mag)
 }
 
 /// Decimal digits of a two's complement little-endian integer.
@@ -145,6 +178,15 @@ fn at_depth(v: &Value<'_>, depth: usize) -> Result<Json, TxnError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimal_round_trips() {
+        for text in ["0", "-1", "18446744073709551616", "-123456789012345678901234567890"] {
+            assert_eq!(bigint_decimal(&decimal_bigint(text).unwrap()), text);
+        }
+        assert!(decimal_bigint("1.5").is_none());
+        assert!(decimal_bigint("1e30").is_none());
+    }
 
     #[test]
     fn bigint_digits() {
