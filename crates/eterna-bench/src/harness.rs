@@ -4,6 +4,7 @@
 
 use crate::frag::Pattern;
 use crate::peer::Workload;
+use crate::report::{self, fixed, lock_version, mib, ratio, shell, Machine, DASH};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -108,26 +109,7 @@ pub struct Medians {
 
 impl Medians {
     fn of(runs: &[Value]) -> Medians {
-        let mut all: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-        for r in runs {
-            if let Some(o) = r.as_object() {
-                for (k, v) in o {
-                    if let Some(x) = v.as_f64() {
-                        all.entry(k.clone()).or_default().push(x);
-                    }
-                }
-            }
-        }
-        let m = all
-            .into_iter()
-            .map(|(k, mut v)| {
-                v.sort_by(f64::total_cmp);
-                let mid = v.len() / 2;
-                let med = if v.len() % 2 == 1 { v[mid] } else { (v[mid - 1] + v[mid]) / 2.0 };
-                (k, med)
-            })
-            .collect();
-        Medians { runs: runs.len(), m }
+        Medians { runs: runs.len(), m: report::key_medians(runs) }
     }
 
     /// The median of `key`, if any run reported it.
@@ -202,62 +184,27 @@ pub fn measure(o: &Options, peers: &Peers) -> (Vec<Workload>, Vec<Vec<Medians>>,
     (ws, med, ok)
 }
 
-fn mib(kib: Option<f64>) -> String {
-    kib.map_or("–".into(), |k| format!("{:.1}", k / 1024.0))
-}
-
 fn pct(x: Option<f64>) -> String {
-    x.map_or("–".into(), |x| format!("{x:.1} %"))
+    x.map_or(DASH.into(), |x| format!("{x:.1} %"))
 }
 
 fn rate(x: Option<f64>) -> String {
     match x {
         Some(x) if x >= 1e6 => format!("{:.2} M", x / 1e6),
         Some(x) => format!("{:.0} k", x / 1e3),
-        None => "–".into(),
+        None => DASH.into(),
     }
-}
-
-fn shell(cmd: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(cmd).args(args).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-fn file_field(file: &str, key: &str) -> Option<String> {
-    let text = std::fs::read_to_string(file).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .map(|r| r.trim_start_matches([' ', '\t', ':']).trim().to_string())
-}
-
-fn lock_version(krate: &str) -> Option<String> {
-    let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.lock");
-    let text = std::fs::read_to_string(lock).ok()?;
-    let at = text.find(&format!("name = \"{krate}\"\nversion = \""))?;
-    let rest = &text[at..];
-    let v = rest.lines().nth(1)?.strip_prefix("version = \"")?;
-    Some(v.trim_end_matches('"').to_string())
 }
 
 /// The machine and software the run saw, as Markdown bullet lines.
 fn machine() -> String {
     let mut s = String::new();
-    let cpus = shell("nproc", &[]).unwrap_or_else(|| "?".into());
-    let model = file_field("/proc/cpuinfo", "model name").unwrap_or_else(|| "?".into());
-    let mem = file_field("/proc/meminfo", "MemTotal")
-        .and_then(|m| m.trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or("?".into(), |k| format!("{:.1} GiB", k / 1024.0 / 1024.0));
-    let kernel = shell("uname", &["-srm"]).unwrap_or_else(|| "?".into());
-    let date = shell("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_else(|| "?".into());
+    let m = Machine::read();
     let glibc = shell("ldd", &["--version"])
         .and_then(|s| s.lines().next().map(str::to_string))
         .unwrap_or_else(|| "?".into());
-    let tmp = std::env::temp_dir();
-    let fs = shell("df", &["--output=fstype", &tmp.to_string_lossy()])
-        .and_then(|s| s.lines().nth(1).map(|l| l.trim().to_string()))
-        .unwrap_or_else(|| "?".into());
-    let _ = writeln!(s, "- date: {date}");
-    let _ = writeln!(s, "- machine: `nproc` = {cpus} ({model}), {mem} memory, kernel {kernel}");
+    let _ = writeln!(s, "- date: {}", m.date);
+    let _ = writeln!(s, "- machine: {}", m.summary());
     let _ = writeln!(
         s,
         "- allocators: {glibc}; mimalloc crate {} (libmimalloc-sys {}); tikv-jemallocator {} \
@@ -271,8 +218,9 @@ fn machine() -> String {
     );
     let _ = writeln!(
         s,
-        "- eterna's heap files: `{}` ({fs}); the row \"eterna on tmpfs\" puts them in `/dev/shm`",
-        tmp.display()
+        "- eterna's heap files: `{}` ({}); the row \"eterna on tmpfs\" puts them in `/dev/shm`",
+        m.tmp.display(),
+        m.tmp_fs
     );
     s
 }
@@ -331,24 +279,21 @@ pub fn report(o: &Options, ws: &[Workload], med: &[Vec<Medians>], command: &str)
                 continue;
             }
             let ops = m.get("ops_per_sec");
-            let ratio = match (ops, glibc_ops) {
-                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
-                _ => "–".into(),
-            };
+            let ratio = fixed(ratio(ops, glibc_ops), 2);
             let time =
                 m.get("total_seconds").or_else(|| Some(m.get("alloc_seconds")? + m.get("free_seconds")?));
             let disk = if m.get("disk_full_kib").is_some() {
                 format!("{} → {}", mib(m.get("disk_full_kib")), mib(m.get("disk_after_kib")))
             } else {
-                "–".into()
+                DASH.into()
             };
             let _ = writeln!(
                 s,
                 "| {} | {name} | {} | {ratio} | {} | {} | {} | {} → {} | {} | {disk} | {} |",
                 workload_label(w),
                 rate(ops),
-                time.map_or("–".into(), |t| format!("{t:.3}")),
-                m.get("flush_seconds").map_or("–".into(), |t| format!("{t:.3}")),
+                fixed(time, 3),
+                fixed(m.get("flush_seconds"), 3),
                 mib(m.get("peak_rss_kib")),
                 mib(m.get("rss_full_kib")),
                 mib(m.get("rss_after_kib")),
@@ -363,7 +308,7 @@ pub fn report(o: &Options, ws: &[Workload], med: &[Vec<Medians>], command: &str)
         let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
         for (ai, (name, _, _)) in ALLOCATORS.iter().enumerate() {
             let m = &med[ci][ai];
-            let sec = |k| m.get(k).map_or("–".into(), |t: f64| format!("{t:.3}"));
+            let sec = |k| fixed(m.get(k), 3);
             let _ = writeln!(
                 s,
                 "| {name} | {} | {} | {} | {} → {} | {} |",
@@ -375,7 +320,7 @@ pub fn report(o: &Options, ws: &[Workload], med: &[Vec<Medians>], command: &str)
                 if m.get("disk_full_kib").is_some() {
                     format!("{} → {}", mib(m.get("disk_full_kib")), mib(m.get("disk_again_kib")))
                 } else {
-                    "–".into()
+                    DASH.into()
                 }
             );
         }
@@ -386,16 +331,13 @@ pub fn report(o: &Options, ws: &[Workload], med: &[Vec<Medians>], command: &str)
     let find = |want: Workload| ws.iter().position(|&w| w == want);
     for (wi, &w) in ws.iter().enumerate() {
         let (e, g) = (&med[wi][0], &med[wi][1]);
-        let r = match (e.get("ops_per_sec"), g.get("ops_per_sec")) {
-            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-            _ => None,
-        };
+        let r = ratio(e.get("ops_per_sec"), g.get("ops_per_sec"));
         let _ = writeln!(
             s,
             "- alloc+free speed ≥ 0.5 × glibc, {}: {} ({})",
             workload_label(w),
             verdict(r.map(|r| r >= 0.5)),
-            r.map_or("–".into(), |r| format!("{r:.2} ×")),
+            r.map_or(DASH.into(), |r| format!("{r:.2} ×")),
         );
     }
     let back = |wi: Option<usize>, ai: usize, k: &str| wi.and_then(|wi| med[wi][ai].get(k));
@@ -404,30 +346,22 @@ pub fn report(o: &Options, ws: &[Workload], med: &[Vec<Medians>], command: &str)
         let r = back(wi, 0, "rss_returned_pct")?;
         Some(d >= min && r >= min)
     };
-    let pi = find(Workload::Fragmentation(Pattern::Prefix, o.n));
-    let _ = writeln!(
-        s,
-        "- \"first half freed\" gives back ≥ 45 % (disk and RSS): {} (eterna disk {}, RSS {}; \
-         glibc RSS {}, mimalloc {}, jemalloc {})",
-        verdict(both(pi, 45.0)),
-        pct(back(pi, 0, "disk_returned_pct")),
-        pct(back(pi, 0, "rss_returned_pct")),
-        pct(back(pi, 1, "rss_returned_pct")),
-        pct(back(pi, 2, "rss_returned_pct")),
-        pct(back(pi, 3, "rss_returned_pct")),
-    );
-    let ki = find(Workload::Fragmentation(Pattern::Keep47, o.n));
-    let _ = writeln!(
-        s,
-        "- \"keep 47\" gives back ≥ 95 % (disk and RSS; pymalloc: 50 %): {} (eterna disk {}, \
-         RSS {}; glibc RSS {}, mimalloc {}, jemalloc {})",
-        verdict(both(ki, 95.0)),
-        pct(back(ki, 0, "disk_returned_pct")),
-        pct(back(ki, 0, "rss_returned_pct")),
-        pct(back(ki, 1, "rss_returned_pct")),
-        pct(back(ki, 2, "rss_returned_pct")),
-        pct(back(ki, 3, "rss_returned_pct")),
-    );
+    for (pattern, target, min) in [
+        (Pattern::Prefix, "\"first half freed\" gives back ≥ 45 % (disk and RSS)", 45.0),
+        (Pattern::Keep47, "\"keep 47\" gives back ≥ 95 % (disk and RSS; pymalloc: 50 %)", 95.0),
+    ] {
+        let wi = find(Workload::Fragmentation(pattern, o.n));
+        let _ = writeln!(
+            s,
+            "- {target}: {} (eterna disk {}, RSS {}; glibc RSS {}, mimalloc {}, jemalloc {})",
+            verdict(both(wi, min)),
+            pct(back(wi, 0, "disk_returned_pct")),
+            pct(back(wi, 0, "rss_returned_pct")),
+            pct(back(wi, 1, "rss_returned_pct")),
+            pct(back(wi, 2, "rss_returned_pct")),
+            pct(back(wi, 3, "rss_returned_pct")),
+        );
+    }
     let ri = find(Workload::Fragmentation(Pattern::Random, o.n));
     let _ = writeln!(
         s,
@@ -454,20 +388,7 @@ pub fn report(o: &Options, ws: &[Workload], med: &[Vec<Medians>], command: &str)
 /// Puts `section` between the markers of `path`'s text (creating the file, with its
 /// opening paragraph, if it does not exist; appending the markers if it lacks them).
 pub fn write_section(path: &Path, section: &str) -> std::io::Result<()> {
-    let block = format!("{BEGIN}\n{section}{END}\n");
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => format!("{INTRO}\n"),
-        Err(e) => return Err(e),
-    };
-    let new = match (text.find(BEGIN), text.find(END)) {
-        (Some(b), Some(e)) if e > b => {
-            let after = text[e + END.len()..].trim_start_matches('\n');
-            format!("{}{block}{}{after}", &text[..b], if after.is_empty() { "" } else { "\n" })
-        }
-        _ => format!("{}\n{block}", text.trim_end_matches('\n').to_string() + "\n"),
-    };
-    std::fs::write(path, new)
+    report::write_section(path, BEGIN, END, section, Some(INTRO))
 }
 
 /// The opening paragraph of a new BENCHMARKS.md.
@@ -501,8 +422,7 @@ pub fn main(args: &[String], peers: &Peers, invoked_as: &str) -> ExitCode {
         }
     }
     let shown: Vec<&str> = args.iter().map(String::as_str).filter(|a| *a != "--bench").collect();
-    let command =
-        if shown.is_empty() { invoked_as.to_string() } else { format!("{invoked_as} {}", shown.join(" ")) };
+    let command = report::command_line(invoked_as, &shown);
     let (ws, med, ok) = measure(&o, peers);
     let section = report(&o, &ws, &med, &command);
     println!("{section}");

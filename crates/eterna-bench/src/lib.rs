@@ -7,6 +7,7 @@ pub mod frag;
 pub mod harness;
 pub mod peer;
 pub mod procmem;
+pub mod report;
 pub mod rng;
 pub mod rustops;
 pub mod shared;

@@ -7,6 +7,7 @@
 //! `gc.freeze()`, `multiprocessing.Manager().dict()`, py-lmdb) run in `py/shared_read.py`,
 //! which prints the same JSON shape.
 
+use crate::report::{self, median, mib, ChildError, Machine, DASH};
 use eterna::{Durability, Heap, Input, Key, Options as HeapOptions, Value as EtValue};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -15,7 +16,7 @@ use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The line that opens the benchmark's section of BENCHMARKS.md.
 pub const BEGIN: &str = "<!-- bench-shared: begin -->";
@@ -295,43 +296,19 @@ fn eterna_run(exe: &Path, o: &Args) -> Result<Value, String> {
 
 /// Runs `python3 shared_read.py ARGS` with a time limit and parses its last stdout line.
 fn python(o: &Args, script: &Path, args: &[String]) -> Result<Value, String> {
-    let mut ch = Command::new(&o.python)
-        .arg(script)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("{}: {e}", o.python))?;
-    let drain = |r: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut buf);
+    let done =
+        report::run_child(Command::new(&o.python).arg(script).args(args), Some(o.timeout)).map_err(|e| {
+            match e {
+                ChildError::Spawn(e) => format!("{}: {e}", o.python),
+                e => e.to_string(),
             }
-            buf
-        })
-    };
-    let out = drain(ch.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
-    let err = drain(ch.stderr.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
-    let t0 = Instant::now();
-    let status = loop {
-        match ch.try_wait().map_err(|e| e.to_string())? {
-            Some(st) => break st,
-            None if t0.elapsed().as_secs_f64() > o.timeout => {
-                let _ = ch.kill();
-                let _ = ch.wait();
-                return Err(format!("did not finish within {:.0} s (killed)", o.timeout));
-            }
-            None => std::thread::sleep(Duration::from_millis(50)),
-        }
-    };
-    let (out, err) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
-    let text = String::from_utf8_lossy(&out);
+        })?;
+    let text = String::from_utf8_lossy(&done.stdout);
     let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
     match serde_json::from_str::<Value>(last) {
         Ok(v) if v.get("error").is_some() => Err(v["error"].as_str().unwrap_or("?").to_string()),
-        Ok(v) if status.success() => Ok(v),
-        _ => Err(format!("{status}: {}", String::from_utf8_lossy(&err).trim())),
+        Ok(v) if done.status.success() => Ok(v),
+        _ => Err(format!("{}: {}", done.status, done.stderr_text())),
     }
 }
 
@@ -435,15 +412,6 @@ pub struct Cell {
     pub runs: usize,
     /// Metric → median over the runs.
     pub m: BTreeMap<&'static str, f64>,
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    Some(if v.len() % 2 == 1 { v[mid] } else { (v[mid - 1] + v[mid]) / 2.0 })
 }
 
 fn field(v: &Value, k: &str) -> f64 {
@@ -584,77 +552,40 @@ pub fn measure(o: &Args, exe: &Path, script: &Path) -> Results {
 // ---------------------------------------------------------------------------------------
 // The report
 
-fn mib(kib: Option<f64>) -> String {
-    kib.map_or("–".into(), |k| format!("{:.1}", k / 1024.0))
-}
-
 fn pct(x: Option<f64>) -> String {
     match x {
         Some(x) if x < 10.0 => format!("{x:.2} %"),
         Some(x) => format!("{x:.0} %"),
-        None => "–".into(),
+        None => DASH.into(),
     }
-}
-
-fn shell(cmd: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(cmd).args(args).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-fn file_field(file: &str, key: &str) -> Option<String> {
-    let text = std::fs::read_to_string(file).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .map(|r| r.trim_start_matches([' ', '\t', ':']).trim().to_string())
 }
 
 /// The eterna source measured: HEAD, marked when the core crate has uncommitted changes.
 fn eterna_commit() -> String {
-    let dir = env!("CARGO_MANIFEST_DIR");
-    match shell("git", &["-C", dir, "rev-parse", "--short", "HEAD"]) {
-        Some(head) => {
-            let dirty = shell("git", &["-C", dir, "status", "--porcelain", "--", "../eterna"])
-                .is_some_and(|s| !s.is_empty());
-            if dirty {
-                format!("commit {head} plus uncommitted changes to crates/eterna")
-            } else {
-                format!("commit {head}")
-            }
-        }
-        None => "an unknown commit".into(),
-    }
+    report::eterna_commit().unwrap_or_else(|| "an unknown commit".into())
 }
 
 fn machine(versions: &Value) -> String {
-    let cpus = shell("nproc", &[]).unwrap_or_else(|| "?".into());
-    let model = file_field("/proc/cpuinfo", "model name").unwrap_or_else(|| "?".into());
-    let mem = file_field("/proc/meminfo", "MemTotal")
-        .and_then(|m| m.trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or("?".into(), |k| format!("{:.1} GiB", k / 1024.0 / 1024.0));
-    let kernel = shell("uname", &["-srm"]).unwrap_or_else(|| "?".into());
-    let date = shell("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_else(|| "?".into());
-    let tmp = std::env::temp_dir();
-    let fs = shell("df", &["--output=fstype", &tmp.to_string_lossy()])
-        .and_then(|s| s.lines().nth(1).map(|l| l.trim().to_string()))
-        .unwrap_or_else(|| "?".into());
+    let m = Machine::read();
     let mut s = String::new();
-    let _ = writeln!(s, "- date: {date}");
+    let _ = writeln!(s, "- date: {}", m.date);
     let _ = writeln!(
         s,
-        "- machine: `nproc` = {cpus} ({model}), {mem} memory, kernel {kernel}; shared with other \
-         work, so read times drift (memory figures do not)"
+        "- machine: {}; shared with other work, so read times drift (memory figures do not)",
+        m.summary()
     );
     let _ = writeln!(
         s,
         "- software: CPython {}; {}; eterna at {}; heap and LMDB files in fresh temporary \
-         directories under `{}` ({fs})",
+         directories under `{}` ({})",
         versions["python"].as_str().unwrap_or("?"),
         versions["lmdb"].as_str().map_or_else(
             || format!("py-lmdb not importable ({})", versions["lmdb_error"].as_str().unwrap_or("?")),
             str::to_string
         ),
         versions["eterna"].as_str().unwrap_or("?"),
-        tmp.display()
+        m.tmp.display(),
+        m.tmp_fs
     );
     s
 }
@@ -707,10 +638,7 @@ pub fn report(o: &Args, res: &Results, versions: &Value, command: &str, wall_s: 
             mib(res.run_median("eterna", "disk_bytes").map(|b| b / 1024.0)),
             mib(res.run_median("eterna", "file_bytes").map(|b| b / 1024.0)),
             res.run_median("eterna", "build_s").unwrap_or(f64::NAN),
-            res.cell("eterna", o.readers[0])
-                .m
-                .get("pd_before_med")
-                .map_or("–".into(), |k| format!("{k:.0}")),
+            report::fixed(res.cell("eterna", o.readers[0]).m.get("pd_before_med").copied(), 0),
             mib(res.run_median("lmdb", "data_kib")),
             mib(res.run_median("fork", "data_kib")),
             mib(res.run_median("fork", "parent_rss_kib")),
@@ -762,7 +690,7 @@ pub fn report(o: &Args, res: &Results, versions: &Value, command: &str, wall_s: 
             let g = |k: &str| c.m.get(k).copied();
             let holder = match g("holder_pss") {
                 Some(p) => format!("{} ({})", mib(Some(p)), mib(g("holder_pd"))),
-                None => "–".into(),
+                None => DASH.into(),
             };
             let _ = writeln!(
                 s,
@@ -775,7 +703,7 @@ pub fn report(o: &Args, res: &Results, versions: &Value, command: &str, wall_s: 
                 mib(g("data_kib")),
                 pct(g("pd_pct_med")),
                 pct(g("pd_pct_max")),
-                g("read_s_max").map_or("–".into(), |x| format!("{x:.2}")),
+                report::fixed(g("read_s_max"), 2),
                 c.runs
             );
         }
@@ -825,7 +753,7 @@ pub fn report(o: &Args, res: &Results, versions: &Value, command: &str, wall_s: 
             s,
             "- eterna's reader table (`stats().readers`, read while each round's readers held their \
              snapshots) counted: {} (counted / started)",
-            if seen.is_empty() { "–".into() } else { seen.join(", ") }
+            if seen.is_empty() { DASH.into() } else { seen.join(", ") }
         );
     }
     for store in ["fork", "fork-freeze"] {
@@ -856,16 +784,7 @@ pub fn report(o: &Args, res: &Results, versions: &Value, command: &str, wall_s: 
 /// Puts `section` between the markers of `path`'s text, appending the markers at the end
 /// if it lacks them; the rest of the file is left as it is.
 pub fn write_section(path: &Path, section: &str) -> std::io::Result<()> {
-    let block = format!("{BEGIN}\n{section}{END}\n");
-    let text = std::fs::read_to_string(path)?;
-    let new = match (text.find(BEGIN), text.find(END)) {
-        (Some(b), Some(e)) if e > b => {
-            let after = text[e + END.len()..].trim_start_matches('\n');
-            format!("{}{block}{}{after}", &text[..b], if after.is_empty() { "" } else { "\n" })
-        }
-        _ => format!("{}\n\n{block}", text.trim_end_matches('\n')),
-    };
-    std::fs::write(path, new)
+    report::write_section(path, BEGIN, END, section, None)
 }
 
 /// The Python script: the source tree's copy if present, else the embedded one written
@@ -955,7 +874,7 @@ pub fn main(args: &[String]) -> ExitCode {
     }
     let t = Instant::now();
     let res = measure(&o, &exe, &script);
-    let command = format!("target/release/bench-shared {}", args.join(" "));
+    let command = report::command_line("target/release/bench-shared", args);
     let section = report(&o, &res, &versions, command.trim_end(), t.elapsed().as_secs_f64());
     println!("{section}");
     if let Some(path) = &o.write {

@@ -3,14 +3,14 @@
 //! re-executed with `--one STORE`); prints medians and optionally writes them into
 //! BENCHMARKS.md between the `bench-rustops` markers.
 
+use eterna_bench::report::{self, fixed, ratio, ChildError, Machine, DASH};
 use eterna_bench::rustops::{self, Params, STORES};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
 
 const BEGIN: &str = "<!-- bench-rustops: begin -->";
 const END: &str = "<!-- bench-rustops: end -->";
@@ -67,76 +67,28 @@ fn params(a: &Args) -> Params {
     p
 }
 
-/// Runs one store in a child process and parses its JSON.
 /// Runs one store in a child process and parses its JSON; with `--timeout`, kills the
 /// child (by its own handle) when it runs longer.
 fn child(exe: &Path, store: &str, a: &Args) -> Result<Value, String> {
     let p = params(a);
-    let mut ch = Command::new(exe)
-        .args(["--one", store, "--n", &p.n.to_string(), "--txns", &p.txns.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("{}: {e}", exe.display()))?;
-    let drain = |r: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut buf);
-            }
-            buf
-        })
-    };
-    let out = drain(ch.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
-    let err = drain(ch.stderr.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
-    let t0 = Instant::now();
-    let status = loop {
-        match ch.try_wait().map_err(|e| format!("{store}: {e}"))? {
-            Some(st) => break st,
-            None if a.timeout.is_some_and(|t| t0.elapsed().as_secs_f64() > t) => {
-                let _ = ch.kill();
-                let _ = ch.wait();
-                return Err(format!("did not finish within {:.0} s (killed)", a.timeout.unwrap_or(0.0)));
-            }
-            None => std::thread::sleep(Duration::from_millis(50)),
-        }
-    };
-    let (out, err) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
-    if !status.success() {
-        return Err(format!(
-            "{status} after {:.0} s: {}",
-            t0.elapsed().as_secs_f64(),
-            String::from_utf8_lossy(&err).trim()
-        ));
+    let mut cmd = Command::new(exe);
+    cmd.args(["--one", store, "--n", &p.n.to_string(), "--txns", &p.txns.to_string()]);
+    let done = report::run_child(&mut cmd, a.timeout).map_err(|e| match e {
+        ChildError::Spawn(e) => format!("{}: {e}", exe.display()),
+        ChildError::Wait(e) => format!("{store}: {e}"),
+        killed => killed.to_string(),
+    })?;
+    if !done.status.success() {
+        return Err(format!("{} after {:.0} s: {}", done.status, done.seconds, done.stderr_text()));
     }
-    serde_json::from_slice(&out).map_err(|e| format!("bad JSON: {e}"))
+    serde_json::from_slice(&done.stdout).map_err(|e| format!("bad JSON: {e}"))
 }
 
 /// Per store: key → median over the runs that reported it, and how many runs succeeded.
 type Medians = BTreeMap<String, (usize, BTreeMap<String, f64>)>;
 
 fn medians(results: &BTreeMap<String, Vec<Value>>) -> Medians {
-    let mut out = Medians::new();
-    for (store, runs) in results {
-        let mut all: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-        for r in runs {
-            for (k, v) in r.as_object().into_iter().flatten() {
-                if let Some(x) = v.as_f64() {
-                    all.entry(k.clone()).or_default().push(x);
-                }
-            }
-        }
-        let m = all
-            .into_iter()
-            .map(|(k, mut v)| {
-                v.sort_by(f64::total_cmp);
-                let mid = v.len() / 2;
-                (k, if v.len() % 2 == 1 { v[mid] } else { (v[mid - 1] + v[mid]) / 2.0 })
-            })
-            .collect();
-        out.insert(store.clone(), (runs.len(), m));
-    }
-    out
+    results.iter().map(|(store, runs)| (store.clone(), (runs.len(), report::key_medians(runs)))).collect()
 }
 
 fn get(m: &Medians, store: &str, key: &str) -> Option<f64> {
@@ -148,90 +100,37 @@ fn rate(x: Option<f64>) -> String {
         Some(x) if x >= 1e6 => format!("{:.2} M", x / 1e6),
         Some(x) if x >= 1e3 => format!("{:.1} k", x / 1e3),
         Some(x) => format!("{x:.0}"),
-        None => "–".into(),
+        None => DASH.into(),
     }
 }
 
-fn mib(x: Option<f64>) -> String {
-    x.map_or("–".into(), |b| format!("{:.1}", b / 1048576.0))
-}
-
-fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-        _ => None,
-    }
-}
-
-fn shell(cmd: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(cmd).args(args).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-fn file_field(file: &str, key: &str) -> Option<String> {
-    let text = std::fs::read_to_string(file).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .map(|r| r.trim_start_matches([' ', '\t', ':']).trim().to_string())
-}
-
-fn lock_version(krate: &str) -> String {
-    let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.lock");
-    let text = std::fs::read_to_string(lock).unwrap_or_default();
-    text.find(&format!("name = \"{krate}\"\nversion = \""))
-        .and_then(|at| {
-            text[at..]
-                .lines()
-                .nth(1)?
-                .strip_prefix("version = \"")
-                .map(|v| v.trim_end_matches('"').to_string())
-        })
-        .unwrap_or_else(|| "?".into())
+/// Bytes as MiB with one decimal, or [`DASH`].
+fn mib(bytes: Option<f64>) -> String {
+    report::mib(bytes.map(|b| b / 1024.0))
 }
 
 /// The eterna source measured: `ETERNA_COMMIT` if set (a build from an exported tree),
 /// else the repository's HEAD, marked when the core crate has uncommitted changes.
 fn eterna_commit() -> String {
-    if let Ok(c) = std::env::var("ETERNA_COMMIT") {
-        return c;
-    }
-    let dir = env!("CARGO_MANIFEST_DIR");
-    match shell("git", &["-C", dir, "rev-parse", "--short", "HEAD"]) {
-        Some(head) => {
-            let dirty = shell("git", &["-C", dir, "status", "--porcelain", "--", "../eterna"])
-                .is_some_and(|s| !s.is_empty());
-            if dirty {
-                format!("commit {head} plus uncommitted changes to crates/eterna")
-            } else {
-                format!("commit {head}")
-            }
-        }
-        None => "?".into(),
-    }
+    std::env::var("ETERNA_COMMIT").ok().or_else(report::eterna_commit).unwrap_or_else(|| "?".into())
 }
 
 fn machine() -> String {
-    let cpus = shell("nproc", &[]).unwrap_or_else(|| "?".into());
-    let model = file_field("/proc/cpuinfo", "model name").unwrap_or_else(|| "?".into());
-    let mem = file_field("/proc/meminfo", "MemTotal")
-        .and_then(|m| m.trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or("?".into(), |k| format!("{:.1} GiB", k / 1024.0 / 1024.0));
-    let kernel = shell("uname", &["-srm"]).unwrap_or_else(|| "?".into());
-    let date = shell("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_else(|| "?".into());
-    let tmp = std::env::temp_dir();
-    let fs = shell("df", &["--output=fstype", &tmp.to_string_lossy()])
-        .and_then(|s| s.lines().nth(1).map(|l| l.trim().to_string()))
-        .unwrap_or_else(|| "?".into());
+    let m = Machine::read();
+    let version = |krate| report::lock_version(krate).unwrap_or_else(|| "?".into());
     format!(
-        "- date: {date}\n- machine: `nproc` = {cpus} ({model}), {mem} memory, kernel {kernel}; \
-         shared with other work, so absolute figures drift: compare ratios\n\
+        "- date: {}\n- machine: {}; shared with other work, so absolute figures drift: compare \
+         ratios\n\
          - peers: heed {} (lmdb-master-sys {}), redb {}; eterna at {}; database files \
-         in fresh temporary directories under `{}` ({fs})\n",
-        lock_version("heed"),
-        lock_version("lmdb-master-sys"),
-        lock_version("redb"),
+         in fresh temporary directories under `{}` ({})\n",
+        m.date,
+        m.summary(),
+        version("heed"),
+        version("lmdb-master-sys"),
+        version("redb"),
         eterna_commit(),
-        tmp.display(),
+        m.tmp.display(),
+        m.tmp_fs,
     )
 }
 
@@ -319,7 +218,7 @@ fn report(a: &Args, m: &Medians, failures: &[(String, usize, String)], command: 
             s,
             "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {runs} |",
             rate(g("build_ops")),
-            g("build_s").map_or("–".into(), |t| format!("{t:.2}")),
+            fixed(g("build_s"), 2),
             rate(g("gets_first_ops")),
             rate(g("gets_ops")),
             rate(g("gets_path_ops")),
@@ -327,7 +226,7 @@ fn report(a: &Args, m: &Medians, failures: &[(String, usize, String)], command: 
             rate(g("txn_commit_ops")),
             mib(g("disk_build_bytes")),
             mib(g("disk_end_bytes")),
-            g("peak_rss_kib").map_or("–".into(), |k| format!("{:.0}", k / 1024.0)),
+            fixed(g("peak_rss_kib").map(|k| k / 1024.0), 0),
         );
     }
 
@@ -344,7 +243,7 @@ fn report(a: &Args, m: &Medians, failures: &[(String, usize, String)], command: 
         "| phase | eterna / heed | eterna / redb | eterna-set / heed | eterna-set / redb | eterna / HashMap |"
     );
     let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
-    let f = |x: Option<f64>| x.map_or("–".into(), |r| format!("{r:.2}"));
+    let f = |x: Option<f64>| fixed(x, 2);
     for (key, label) in PHASES {
         let k = format!("{key}_ops");
         let e = get(m, "eterna", &k);
@@ -392,29 +291,6 @@ fn report(a: &Args, m: &Medians, failures: &[(String, usize, String)], command: 
         verdict(r("eterna", "build_ops"), 1.0),
     );
     s
-}
-
-/// Replaces the text between the markers in `path`, or appends the section.
-fn write_section(path: &Path, body: &str) -> std::io::Result<()> {
-    let old = std::fs::read_to_string(path).unwrap_or_default();
-    let section = format!("{BEGIN}\n{}{END}\n", body);
-    let new = match (old.find(BEGIN), old.find(END)) {
-        (Some(b), Some(e)) if e > b => {
-            let after = old[e + END.len()..].strip_prefix('\n').unwrap_or(&old[e + END.len()..]);
-            format!("{}{section}{after}", &old[..b])
-        }
-        _ => {
-            let sep = if old.is_empty() || old.ends_with("\n\n") {
-                ""
-            } else if old.ends_with('\n') {
-                "\n"
-            } else {
-                "\n\n"
-            };
-            format!("{old}{sep}{section}")
-        }
-    };
-    std::fs::write(path, new)
 }
 
 fn main() -> ExitCode {
@@ -468,14 +344,11 @@ fn main() -> ExitCode {
         }
     }
     let m = medians(&results);
-    let command = std::iter::once("target/release/bench-rustops".to_string())
-        .chain(argv.iter().cloned())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let command = report::command_line("target/release/bench-rustops", &argv);
     let body = report(&a, &m, &failures, &command, t0.elapsed().as_secs_f64());
     print!("{body}");
     if let Some(path) = &a.write {
-        if let Err(e) = write_section(path, &body) {
+        if let Err(e) = report::write_section(path, BEGIN, END, &body, Some("")) {
             eprintln!("bench-rustops: {}: {e}", path.display());
             return ExitCode::FAILURE;
         }
