@@ -68,7 +68,24 @@ fn writer_alive(path: &Path) -> Result<bool, CheckError> {
 }
 
 /// Checks the heap at `path` without writing to it.
+///
+/// A writer working while the check runs can make its state look inconsistent for a
+/// moment (a pool record half updated, a block freed under the walk); if so and a writer
+/// is alive, the check runs again, up to three times, before it reports corruption.
 pub fn check(path: &Path) -> Result<Report, CheckError> {
+    let mut attempt = 0;
+    loop {
+        match check_once(path) {
+            Err(CheckError::Corrupt(_)) if attempt < 2 && writer_alive(path)? => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn check_once(path: &Path) -> Result<Report, CheckError> {
     let open_err = |e: OpenError| match e {
         OpenError::Io(e) => CheckError::Io(e),
         other => CheckError::Corrupt(other.to_string()),
