@@ -65,16 +65,8 @@ impl Vector {
                 format!("vector index {i} past its count {}", self.count),
             ));
         }
-        let mut node = self.root;
-        for level in (1..=self.depth).rev() {
-            let off = node.as_ref().ok_or_else(|| Corruption::new(node.0, "vector path ends early"))?;
-            self.check(mem, off, ty::VEC_INNER)?;
-            let slot = (i / self.span(level)) % VEC_SLOTS;
-            node = Word(get_u64(slice(mem, off + 8 + 8 * slot, 8)?, 0));
-        }
-        let off = node.as_ref().ok_or_else(|| Corruption::new(node.0, "vector path ends early"))?;
-        self.check(mem, off, ty::VEC_LEAF)?;
-        let at = off + 8 + 8 * (i % self.leaf_items()) * self.width as u64;
+        let (off, base) = self.leaf_of(mem, i)?;
+        let at = off + 8 + 8 * (i - base) * self.width as u64;
         let b = slice(mem, at, 8 * self.width as usize)?;
         let mut item = [0u64; 2];
         for (k, w) in item.iter_mut().take(self.width as usize).enumerate() {
