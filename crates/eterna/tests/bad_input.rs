@@ -1,6 +1,9 @@
 //! Bad input gets a clear error, never a panic: truncated files, wrong magic, a file of
 //! zeros, a newer format version, torn meta slots, and random damage to the metadata.
 
+mod common;
+
+use common::mix;
 use eterna::format::{meta_slot_offset, ARENA, FORMAT_VERSION, POOL};
 use eterna::{Access, Allocator, OpenError};
 use std::fs::OpenOptions;
@@ -132,15 +135,6 @@ fn damaged_pool_descriptor_is_corruption() {
     f.write_all_at(&[b[0] ^ 0x10], at).unwrap();
     let e = open(&bits).err().expect("a flipped bitmap bit must be found");
     assert!(e.to_string().contains("corrupt heap"), "{e}");
-}
-
-/// splitmix64, for reproducible damage.
-fn mix(x: &mut u64) -> u64 {
-    *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 #[test]

@@ -2,6 +2,9 @@
 //! value, writing, and checking each return errors, never panic or hang; and the checker
 //! finds the damage that matters.
 
+mod common;
+
+use common::mix;
 use eterna::{Heap, Input, Key, Options, Value};
 use std::path::Path;
 use std::time::Duration;
@@ -107,14 +110,6 @@ fn exercise(path: &Path) -> bool {
         let _ = heap.close();
     }
     found
-}
-
-fn mix(x: &mut u64) -> u64 {
-    *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 #[test]
