@@ -213,6 +213,11 @@ pub fn lookup(
             for (i, w) in e.iter_mut().take(ew).enumerate() {
                 *w = get_u64(b, 8 * i);
             }
+            // Start fetching the value while the key is compared: two misses in flight
+            // instead of one after the other.
+            if map && Word(e[1]).is_ref() {
+                crate::region::prefetch(mem, e[1]);
+            }
             return Ok(if eq_stored(mem, Word(e[0]), probe)? { Some(e) } else { None });
         }
         if nodemap & bit == 0 {
