@@ -160,8 +160,17 @@ impl Heap {
     fn start_writer(&self) -> Result<Writer, TxnError> {
         let lock = lock_writer(&self.path, self.options.lock_timeout)?;
         let mut alloc = Allocator::open_for_recovery(&self.path).map_err(open_error)?;
+        let txn = alloc.meta().txn_id;
         if alloc.meta().flags & META_WRITER != 0 {
-            self.recover(&mut alloc)?;
+            // Another process's snapshot of an older state may read blocks only that state
+            // reaches, which a rebuild from the current state would free. If the side
+            // metadata is consistent, go on without freeing the dead writer's leftovers
+            // (the collector will); rebuild only when nobody pins an older state, or the
+            // metadata needs it (then wait for those readers).
+            match Allocator::open(&self.path, Access::ReadWrite) {
+                Ok(strict) if self.table.oldest(txn) < txn => alloc = strict,
+                _ => self.recover(&mut alloc)?,
+            }
         } else {
             drop(alloc);
             alloc = Allocator::open(&self.path, Access::ReadWrite).map_err(open_error)?;
