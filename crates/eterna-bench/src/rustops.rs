@@ -76,6 +76,9 @@ pub struct Data {
     pub txn_commit: Vec<Write>,
     /// The sum of the lengths of the values the gets must read.
     pub expected_get_bytes: u64,
+    /// The N built key numbers in a random order, for the second build ("random order":
+    /// the B-trees' worst case, where the first build's key order is their best).
+    pub shuffled: Vec<u32>,
 }
 
 impl Data {
@@ -98,7 +101,11 @@ impl Data {
         };
         let txn_none = writes("nosync", &mut rng);
         let txn_commit = writes("commit", &mut rng);
-        Data { keys, values, gets, txn_none, txn_commit, expected_get_bytes }
+        let mut shuffled: Vec<u32> = (0..p.n as u32).collect();
+        for i in (1..shuffled.len()).rev() {
+            shuffled.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        Data { keys, values, gets, txn_none, txn_commit, expected_get_bytes, shuffled }
     }
 
     /// What each key holds after both transaction phases (`None`: never stored), for the
@@ -208,6 +215,13 @@ pub fn hashmap(p: &Params, d: &Data) -> BenchResult {
     r.phase("build", p.n, t);
 
     timed_gets(&mut r, d, |k| Ok(map.get(k).map(|v| v.len() as u64)))?;
+    drop(map);
+    let t = Instant::now();
+    let mut map: HashMap<String, String> = HashMap::new();
+    for &i in &d.shuffled {
+        map.insert(d.keys[i as usize].clone(), d.values[i as usize].clone());
+    }
+    r.phase("build_random", p.n, t);
     Ok(r.done())
 }
 
@@ -341,6 +355,23 @@ pub fn eterna(p: &Params, d: &Data) -> BenchResult {
     }
     drop(snap);
     heap.close()?;
+
+    let path = dir.path().join("random.eterna");
+    let heap = eterna_open(&path, et::Durability::Commit)?;
+    let t = Instant::now();
+    let input = et::Input::Dict(
+        d.shuffled
+            .iter()
+            .map(|&i| {
+                (et::Input::Str(d.keys[i as usize].clone()), et::Input::Str(d.values[i as usize].clone()))
+            })
+            .collect(),
+    );
+    let mut w = heap.write()?;
+    w.set(&[et::Key::from(DATA)], &input)?;
+    w.commit()?;
+    r.phase("build_random", p.n, t);
+    heap.close()?;
     Ok(r.done())
 }
 
@@ -374,6 +405,16 @@ pub fn eterna_set(p: &Params, d: &Data) -> BenchResult {
         check_value(d, &want, i, eterna_str(&d.keys[i], &v)?)?;
     }
     drop(snap);
+    heap.close()?;
+
+    let heap = eterna_open(&dir.path().join("random.eterna"), et::Durability::Commit)?;
+    let t = Instant::now();
+    let mut w = heap.write()?;
+    for &i in &d.shuffled {
+        w.set(&[et::Key::from(d.keys[i as usize].as_str())], &et::Input::Str(d.values[i as usize].clone()))?;
+    }
+    w.commit()?;
+    r.phase("build_random", p.n, t);
     heap.close()?;
     Ok(r.done())
 }
@@ -434,6 +475,23 @@ pub fn heed(p: &Params, d: &Data) -> BenchResult {
     }
     drop(rtxn);
     env.prepare_for_closing().wait();
+
+    let dir = tempfile::tempdir()?;
+    let mut opts = EnvOpenOptions::new();
+    opts.map_size(HEED_MAP_SIZE);
+    // SAFETY: as above: a fresh private directory, opened once.
+    let env = unsafe { opts.open(dir.path()) }?;
+    let mut wtxn = env.write_txn()?;
+    let db: Database<Str, Str> = env.create_database(&mut wtxn, None)?;
+    wtxn.commit()?;
+    let t = Instant::now();
+    let mut wtxn = env.write_txn()?;
+    for &i in &d.shuffled {
+        db.put(&mut wtxn, &d.keys[i as usize], &d.values[i as usize])?;
+    }
+    wtxn.commit()?;
+    r.phase("build_random", p.n, t);
+    env.prepare_for_closing().wait();
     Ok(r.done())
 }
 
@@ -490,5 +548,19 @@ pub fn redb(p: &Params, d: &Data) -> BenchResult {
         let v = table.get(d.keys[i].as_str())?;
         check_value(d, &want, i, v.as_ref().map(|g| g.value()))?;
     }
+    drop(table);
+    drop(rtxn);
+
+    let db = Database::create(dir.path().join("random.redb"))?;
+    let t = Instant::now();
+    let wtxn = db.begin_write()?;
+    {
+        let mut table = wtxn.open_table(TABLE)?;
+        for &i in &d.shuffled {
+            table.insert(d.keys[i as usize].as_str(), d.values[i as usize].as_str())?;
+        }
+    }
+    wtxn.commit()?;
+    r.phase("build_random", p.n, t);
     Ok(r.done())
 }
