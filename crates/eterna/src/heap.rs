@@ -311,7 +311,11 @@ impl Heap {
     pub fn stats(&self) -> Result<Stats, OpenError> {
         let guard = self.writer();
         let mut s = match guard.as_ref() {
-            Some(w) if std::process::id() == self.pid => w.alloc.stats()?,
+            Some(w) if std::process::id() == self.pid => {
+                let mut s = w.alloc.stats()?;
+                s.blocks_pending = w.pending.len() as u64;
+                s
+            }
             _ => Allocator::open(&self.path, Access::ReadOnly)?.stats()?,
         };
         drop(guard);

@@ -230,8 +230,10 @@ fn a_killed_readers_slot_is_reaped_and_its_space_reused() {
         w.set(&[k("doc")], &big(i)).unwrap();
         w.commit().unwrap();
     }
-    let held = heap.stats().unwrap().blocks_live;
+    let s = heap.stats().unwrap();
+    let held = s.blocks_live;
     assert!(held > base + 2000, "the pinned version must stay allocated ({held} vs {base})");
+    assert!(s.blocks_pending >= 2000, "stats shows what waits for the reader ({})", s.blocks_pending);
 
     child.kill().unwrap();
     child.wait().unwrap();
@@ -247,6 +249,8 @@ fn a_killed_readers_slot_is_reaped_and_its_space_reused() {
         after.blocks_live
     );
     assert_eq!(after.readers, 0);
+    // Only the last commit's replaced version waits (one commit, for the fallback slot).
+    assert!(after.blocks_pending <= 2200, "{} blocks still wait", after.blocks_pending);
     assert!(after.blocks_live < base + 2 * 2100, "space pinned by the dead reader was not reused");
     heap.close().unwrap();
     eterna::check::check(&path).unwrap();

@@ -882,6 +882,7 @@ impl Allocator {
             disk_bytes,
             txn_id: self.meta.txn_id,
             readers: 0,
+            blocks_pending: 0,
             spare_target: self.policy.target(),
             releases: self.meta.releases,
             size_classes,
