@@ -276,6 +276,38 @@ fn timed_gets(
 /// The dict key eterna's map lives under, in the store `eterna`.
 const DATA: &str = "data";
 
+/// Stores entries `order` (key numbers) as one `Input::Dict` at root["data"] in one
+/// transaction; returns the seconds spent making the `Input`.
+fn eterna_build_dict(
+    heap: &et::Heap,
+    d: &Data,
+    order: impl Iterator<Item = usize>,
+) -> Result<f64, Box<dyn Error>> {
+    let t = Instant::now();
+    let input = et::Input::Dict(
+        order.map(|i| (et::Input::Str(d.keys[i].clone()), et::Input::Str(d.values[i].clone()))).collect(),
+    );
+    let made = t.elapsed().as_secs_f64();
+    let mut w = heap.write()?;
+    w.set(&[et::Key::from(DATA)], &input)?;
+    w.commit()?;
+    Ok(made)
+}
+
+/// Stores entries `order` (key numbers) one `set` each on the root dict, in one transaction.
+fn eterna_build_keys(
+    heap: &et::Heap,
+    d: &Data,
+    order: impl Iterator<Item = usize>,
+) -> Result<(), Box<dyn Error>> {
+    let mut w = heap.write()?;
+    for i in order {
+        w.set(&[et::Key::from(d.keys[i].as_str())], &et::Input::Str(d.values[i].clone()))?;
+    }
+    w.commit()?;
+    Ok(())
+}
+
 /// eterna: the whole map built by one `set` of an `Input::Dict` at root["data"] in one
 /// transaction (durability `Commit`: one `fdatasync` at its commit; the timed build
 /// includes making the `Input`); gets of that dict through `Dict::get` and, apart, through
@@ -289,19 +321,9 @@ pub fn eterna(p: &Params, d: &Data) -> BenchResult {
 
     let heap = eterna_open(&path, et::Durability::Commit)?;
     let t = Instant::now();
-    let input = et::Input::Dict(
-        d.keys
-            .iter()
-            .zip(&d.values)
-            .map(|(k, v)| (et::Input::Str(k.clone()), et::Input::Str(v.clone())))
-            .collect(),
-    );
-    r.set("input_s", t.elapsed().as_secs_f64());
-    let mut w = heap.write()?;
-    w.set(&[et::Key::from(DATA)], &input)?;
-    w.commit()?;
+    let made = eterna_build_dict(&heap, d, 0..p.n)?;
+    r.set("input_s", made);
     r.phase("build", p.n, t);
-    drop(input);
     r.set("disk_build_bytes", heap.stats()?.disk_bytes);
 
     {
@@ -356,20 +378,9 @@ pub fn eterna(p: &Params, d: &Data) -> BenchResult {
     drop(snap);
     heap.close()?;
 
-    let path = dir.path().join("random.eterna");
-    let heap = eterna_open(&path, et::Durability::Commit)?;
+    let heap = eterna_open(&dir.path().join("random.eterna"), et::Durability::Commit)?;
     let t = Instant::now();
-    let input = et::Input::Dict(
-        d.shuffled
-            .iter()
-            .map(|&i| {
-                (et::Input::Str(d.keys[i as usize].clone()), et::Input::Str(d.values[i as usize].clone()))
-            })
-            .collect(),
-    );
-    let mut w = heap.write()?;
-    w.set(&[et::Key::from(DATA)], &input)?;
-    w.commit()?;
+    eterna_build_dict(&heap, d, d.shuffled.iter().map(|&i| i as usize))?;
     r.phase("build_random", p.n, t);
     heap.close()?;
     Ok(r.done())
@@ -385,11 +396,7 @@ pub fn eterna_set(p: &Params, d: &Data) -> BenchResult {
 
     let heap = eterna_open(&path, et::Durability::Commit)?;
     let t = Instant::now();
-    let mut w = heap.write()?;
-    for (k, v) in d.keys.iter().zip(&d.values) {
-        w.set(&[et::Key::from(k.as_str())], &et::Input::Str(v.clone()))?;
-    }
-    w.commit()?;
+    eterna_build_keys(&heap, d, 0..p.n)?;
     r.phase("build", p.n, t);
     r.set("disk_build_bytes", heap.stats()?.disk_bytes);
 
@@ -409,11 +416,7 @@ pub fn eterna_set(p: &Params, d: &Data) -> BenchResult {
 
     let heap = eterna_open(&dir.path().join("random.eterna"), et::Durability::Commit)?;
     let t = Instant::now();
-    let mut w = heap.write()?;
-    for &i in &d.shuffled {
-        w.set(&[et::Key::from(d.keys[i as usize].as_str())], &et::Input::Str(d.values[i as usize].clone()))?;
-    }
-    w.commit()?;
+    eterna_build_keys(&heap, d, d.shuffled.iter().map(|&i| i as usize))?;
     r.phase("build_random", p.n, t);
     heap.close()?;
     Ok(r.done())
