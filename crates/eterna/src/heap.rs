@@ -316,7 +316,21 @@ impl Heap {
                 s.blocks_pending = w.pending.len() as u64;
                 s
             }
-            _ => Allocator::open(&self.path, Access::ReadOnly)?.stats()?,
+            _ => {
+                // Another process may be writing: a scan that meets a half-updated pool
+                // record is retried before it is reported.
+                let mut attempt = 0;
+                loop {
+                    match Allocator::open(&self.path, Access::ReadOnly) {
+                        Ok(a) => break a.stats()?,
+                        Err(OpenError::Corrupt(_)) if attempt < 2 => {
+                            attempt += 1;
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
         };
         drop(guard);
         self.table.reap();
