@@ -346,7 +346,10 @@ impl Heap {
         self.shutdown()
     }
 
-    fn shutdown(&self) -> Result<(), TxnError> {
+    /// What [`close`](Self::close) does, for a heap shared by reference (a binding's
+    /// handle): publishes a clean state, releases the writer lock and this process's reader
+    /// slot. Using the heap again afterwards takes them again.
+    pub fn shutdown(&self) -> Result<(), TxnError> {
         {
             let mut r = self.readers();
             if let Some(slot) = r.slot.take() {

@@ -1,0 +1,603 @@
+//! `eterna._eterna`: the Python binding's native module. It knows heaps, snapshots and
+//! write transactions, and converts values at the edge; the proxies (`eterna.Dict`, ...)
+//! are written in Python on top of it (`python/eterna/__init__.py`).
+
+use eterna::{Durability, Heap, Input, Key, Options, ReadTxn, TxnError, Value, WriteTxn};
+use pyo3::exceptions::{PyException, PyIndexError, PyKeyError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PySet, PyString, PyTuple};
+use std::sync::Arc;
+use std::time::Duration;
+
+pyo3::create_exception!(_eterna, Error, PyException, "Base class of eterna's errors.");
+pyo3::create_exception!(_eterna, CorruptionError, Error, "The heap file is inconsistent.");
+pyo3::create_exception!(_eterna, LockTimeout, Error, "Another process held the writer lock too long.");
+pyo3::create_exception!(_eterna, ReadOnlyError, Error, "The heap was opened read-only.");
+
+/// Python's exception for a core error.
+fn err(e: TxnError) -> PyErr {
+    let msg = e.to_string();
+    match e {
+        TxnError::NotFound { .. } => PyKeyError::new_err(msg),
+        TxnError::IndexOutOfRange { .. } => PyIndexError::new_err(msg),
+        TxnError::WrongType { .. } | TxnError::Unhashable { .. } => PyTypeError::new_err(msg),
+        TxnError::TooLarge { .. } => PyValueError::new_err(msg),
+        TxnError::ReadOnly => ReadOnlyError::new_err(msg),
+        TxnError::LockTimeout { .. } => LockTimeout::new_err(msg),
+        TxnError::Corrupt(_) => CorruptionError::new_err(msg),
+        _ => Error::new_err(msg),
+    }
+}
+
+fn corrupt(e: eterna::Corruption) -> PyErr {
+    CorruptionError::new_err(e.to_string())
+}
+
+/// A path element from Python: a dict key, a list index or a field name.
+fn key_of(obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Key<'static>> {
+    if obj.is_none() {
+        return Ok(Key::None);
+    }
+    if let Ok(b) = obj.cast::<pyo3::types::PyBool>() {
+        return Ok(Key::Bool(b.is_true()));
+    }
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok(Key::Str(s.extract::<String>()?.into()));
+    }
+    if let Ok(i) = obj.extract::<i64>() {
+        if obj.cast::<pyo3::types::PyInt>().is_ok() {
+            return Ok(Key::Int(i));
+        }
+    }
+    if obj.cast::<pyo3::types::PyInt>().is_ok() {
+        return Ok(Key::BigInt(int_bytes(obj)?.into()));
+    }
+    if let Ok(f) = obj.cast::<pyo3::types::PyFloat>() {
+        return Ok(Key::Float(f.value()));
+    }
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok(Key::Bytes(b.as_bytes().to_vec().into()));
+    }
+    if let Ok(t) = obj.cast::<PyTuple>() {
+        return t.iter().map(|x| key_of(&x, at)).collect::<PyResult<Vec<_>>>().map(Key::Tuple);
+    }
+    if let Ok(f) = obj.cast::<PyFrozenSet>() {
+        return f.iter().map(|x| key_of(&x, at)).collect::<PyResult<Vec<_>>>().map(Key::FrozenSet);
+    }
+    Err(PyTypeError::new_err(format!("unhashable type: '{}' at {at}", type_name(obj))))
+}
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+}
+
+/// Two's complement little-endian bytes of a Python int.
+fn int_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    let bits: usize = obj.call_method0("bit_length")?.extract()?;
+    let kwargs = PyDict::new(obj.py());
+    kwargs.set_item("signed", true)?;
+    let b = obj.call_method("to_bytes", (bits / 8 + 1, "little"), Some(&kwargs))?;
+    Ok(b.cast::<PyBytes>()?.as_bytes().to_vec())
+}
+
+fn path_of(path: &Bound<'_, PyTuple>) -> PyResult<Vec<Key<'static>>> {
+    path.iter().map(|k| key_of(&k, "a path")).collect()
+}
+
+/// Converts a Python value to an input, naming where an unsupported value sat.
+fn input_of(obj: &Bound<'_, PyAny>, at: &mut String, records: &Bound<'_, PyAny>) -> PyResult<Input> {
+    if obj.is_none() {
+        return Ok(Input::None);
+    }
+    if let Ok(b) = obj.cast::<pyo3::types::PyBool>() {
+        return Ok(Input::Bool(b.is_true()));
+    }
+    if obj.cast::<pyo3::types::PyInt>().is_ok() {
+        return Ok(match obj.extract::<i64>() {
+            Ok(i) => Input::Int(i),
+            Err(_) => Input::BigInt(int_bytes(obj)?),
+        });
+    }
+    if let Ok(f) = obj.cast::<pyo3::types::PyFloat>() {
+        return Ok(Input::Float(f.value()));
+    }
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok(Input::Str(s.extract::<String>()?));
+    }
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok(Input::Bytes(b.as_bytes().to_vec()));
+    }
+    let nested = |at: &mut String, seg: String, x: &Bound<'_, PyAny>| -> PyResult<Input> {
+        let len = at.len();
+        at.push_str(&seg);
+        let r = input_of(x, at, records);
+        at.truncate(len);
+        r
+    };
+    if let Ok(t) = obj.cast::<PyTuple>() {
+        return t
+            .iter()
+            .enumerate()
+            .map(|(i, x)| nested(at, format!("[{i}]"), &x))
+            .collect::<PyResult<_>>()
+            .map(Input::Tuple);
+    }
+    if let Ok(l) = obj.cast::<PyList>() {
+        return l
+            .iter()
+            .enumerate()
+            .map(|(i, x)| nested(at, format!("[{i}]"), &x))
+            .collect::<PyResult<_>>()
+            .map(Input::List);
+    }
+    if let Ok(d) = obj.cast::<PyDict>() {
+        let mut pairs = Vec::with_capacity(d.len());
+        for (k, v) in d.iter() {
+            let seg = format!("[{}]", k.repr()?);
+            pairs.push((nested(at, seg.clone(), &k)?, nested(at, seg, &v)?));
+        }
+        return Ok(Input::Dict(pairs));
+    }
+    if let Ok(s) = obj.cast::<PySet>() {
+        return s
+            .iter()
+            .map(|x| nested(at, " (a set element)".into(), &x))
+            .collect::<PyResult<_>>()
+            .map(Input::Set);
+    }
+    if let Ok(s) = obj.cast::<PyFrozenSet>() {
+        return s
+            .iter()
+            .map(|x| nested(at, " (a frozenset element)".into(), &x))
+            .collect::<PyResult<_>>()
+            .map(Input::FrozenSet);
+    }
+    // A proxy of another transaction or snapshot, or a record: the Python layer knows how.
+    let plain = records.call1((obj,))?;
+    if plain.is_none() {
+        return Err(PyTypeError::new_err(format!(
+            "cannot store a value of type '{}' at {at}",
+            type_name(obj)
+        )));
+    }
+    if let Ok(t) = plain.cast::<PyTuple>() {
+        // (type name, [(field, value), ...]) for a record.
+        if t.len() == 2 {
+            let name: String = t.get_item(0)?.extract()?;
+            let mut fields = Vec::new();
+            for f in t.get_item(1)?.try_iter()? {
+                let f = f?;
+                let f = f.cast::<PyTuple>()?;
+                let field: String = f.get_item(0)?.extract()?;
+                let v = nested(at, format!(".{field}"), &f.get_item(1)?)?;
+                fields.push((field, v));
+            }
+            return Ok(Input::Record { type_name: name, fields });
+        }
+    }
+    input_of(&plain, at, records)
+}
+
+/// A container's kind, returned instead of its contents: the Python layer makes a proxy.
+#[pyclass(frozen)]
+struct Nested {
+    #[pyo3(get)]
+    kind: &'static str,
+}
+
+/// A stored value as a Python object: scalars, tuples and frozensets as themselves;
+/// containers as [`Nested`] (or, with `deep`, as detached copies built by `build`).
+fn to_py<'py>(
+    py: Python<'py>,
+    v: &Value<'_>,
+    deep: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let nested = |kind: &'static str| -> PyResult<Bound<'py, PyAny>> {
+        Ok(Bound::new(py, Nested { kind })?.into_any())
+    };
+    Ok(match v {
+        Value::None => py.None().into_bound(py),
+        Value::Bool(b) => pyo3::types::PyBool::new(py, *b).to_owned().into_any(),
+        Value::Int(i) => i.into_pyobject(py)?.into_any(),
+        Value::BigInt(b) => {
+            let kwargs = PyDict::new(py);
+            kwargs.set_item("signed", true)?;
+            py.get_type::<pyo3::types::PyInt>().call_method(
+                "from_bytes",
+                (PyBytes::new(py, b), "little"),
+                Some(&kwargs),
+            )?
+        }
+        Value::Float(f) => f.into_pyobject(py)?.into_any(),
+        Value::Str(s) => PyString::new(py, s.as_str()).into_any(),
+        Value::Bytes(b) => PyBytes::new(py, b.as_bytes()).into_any(),
+        Value::Tuple(t) => {
+            let items = t.items().map_err(corrupt)?;
+            let items: Vec<Bound<'py, PyAny>> = items
+                .iter()
+                .map(|x| to_py(py, x, deep.or(Some(&py.None().into_bound(py)))))
+                .collect::<PyResult<_>>()?;
+            PyTuple::new(py, items)?.into_any()
+        }
+        Value::FrozenSet(s) => {
+            let items: Vec<Bound<'py, PyAny>> =
+                s.items().map_err(corrupt)?.iter().map(|x| to_py(py, x, None)).collect::<PyResult<_>>()?;
+            PyFrozenSet::new(py, items.iter())?.into_any()
+        }
+        Value::Dict(d) => match deep {
+            None => nested("dict")?,
+            Some(_) => {
+                let out = PyDict::new(py);
+                for item in d.iter().map_err(corrupt)? {
+                    let (k, v) = item.map_err(corrupt)?;
+                    out.set_item(to_py(py, &k, deep)?, to_py(py, &v, deep)?)?;
+                }
+                out.into_any()
+            }
+        },
+        Value::List(l) => match deep {
+            None => nested("list")?,
+            Some(_) => {
+                let items: Vec<Bound<'py, PyAny>> = l
+                    .iter()
+                    .map_err(corrupt)?
+                    .map(|x| to_py(py, &x.map_err(corrupt)?, deep))
+                    .collect::<PyResult<_>>()?;
+                PyList::new(py, items)?.into_any()
+            }
+        },
+        Value::Set(s) => match deep {
+            None => nested("set")?,
+            Some(_) => {
+                let items: Vec<Bound<'py, PyAny>> = s
+                    .items()
+                    .map_err(corrupt)?
+                    .iter()
+                    .map(|x| to_py(py, x, deep))
+                    .collect::<PyResult<_>>()?;
+                PySet::new(py, items.iter())?.into_any()
+            }
+        },
+        Value::Record(r) => match deep {
+            Some(build) if !build.is_none() => {
+                let fields = PyList::empty(py);
+                for (k, v) in r.fields().map_err(corrupt)? {
+                    fields.append((k.as_str(), to_py(py, &v, deep)?))?;
+                }
+                build.call1((r.type_name().map_err(corrupt)?.as_str(), fields))?
+            }
+            _ => nested("record")?,
+        },
+    })
+}
+
+/// The reads both snapshots and write transactions offer.
+macro_rules! reads {
+    ($t:ident, { $($extra:tt)* }) => {
+        #[pymethods]
+        impl $t {
+            $($extra)*
+
+            /// The value at `path`: a plain value, or `Nested(kind)` for a container; raises
+            /// KeyError/IndexError when absent.
+            fn get<'py>(&self, py: Python<'py>, path: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
+                let p = path_of(path)?;
+                match self.txn()?.get(&p).map_err(err)? {
+                    Some(v) => to_py(py, &v, None),
+                    None => Err(not_found(&p)),
+                }
+            }
+
+            /// A detached deep copy of the value at `path`; records are rebuilt by `build`.
+            fn unwrap<'py>(
+                &self,
+                py: Python<'py>,
+                path: &Bound<'py, PyTuple>,
+                build: &Bound<'py, PyAny>,
+            ) -> PyResult<Bound<'py, PyAny>> {
+                let p = path_of(path)?;
+                match self.txn()?.get(&p).map_err(err)? {
+                    Some(v) => to_py(py, &v, Some(build)),
+                    None => Err(not_found(&p)),
+                }
+            }
+
+            /// Number of entries of the container at `path`.
+            fn len(&self, path: &Bound<'_, PyTuple>) -> PyResult<u64> {
+                let p = path_of(path)?;
+                match self.txn()?.get(&p).map_err(err)? {
+                    Some(Value::Dict(d)) => d.len().map_err(corrupt),
+                    Some(Value::List(l)) => l.len().map_err(corrupt),
+                    Some(Value::Set(s)) | Some(Value::FrozenSet(s)) => s.len().map_err(corrupt),
+                    Some(Value::Tuple(t)) => Ok(t.len() as u64),
+                    Some(Value::Record(r)) => Ok(r.fields().map_err(corrupt)?.len() as u64),
+                    Some(v) => Err(PyTypeError::new_err(format!("a {} has no len()", v.type_name()))),
+                    None => Err(not_found(&p)),
+                }
+            }
+
+            /// The dict's keys, the list's items or the set's elements, in order (as from
+            /// `get`: containers as `Nested`); a record's field names.
+            fn members<'py>(&self, py: Python<'py>, path: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyList>> {
+                let p = path_of(path)?;
+                let out = PyList::empty(py);
+                match self.txn()?.get(&p).map_err(err)? {
+                    Some(Value::Dict(d)) => {
+                        for item in d.iter().map_err(corrupt)? {
+                            out.append(to_py(py, &item.map_err(corrupt)?.0, None)?)?;
+                        }
+                    }
+                    Some(Value::List(l)) => {
+                        for item in l.iter().map_err(corrupt)? {
+                            out.append(to_py(py, &item.map_err(corrupt)?, None)?)?;
+                        }
+                    }
+                    Some(Value::Set(s)) => {
+                        for item in s.iter().map_err(corrupt)? {
+                            out.append(to_py(py, &item.map_err(corrupt)?, None)?)?;
+                        }
+                    }
+                    Some(Value::Record(r)) => {
+                        for (k, _) in r.fields().map_err(corrupt)? {
+                            out.append(k.as_str())?;
+                        }
+                    }
+                    Some(v) => return Err(PyTypeError::new_err(format!("a {} has no members", v.type_name()))),
+                    None => return Err(not_found(&p)),
+                }
+                Ok(out)
+            }
+
+            /// The record's type name.
+            fn type_name(&self, path: &Bound<'_, PyTuple>) -> PyResult<String> {
+                let p = path_of(path)?;
+                match self.txn()?.get(&p).map_err(err)? {
+                    Some(Value::Record(r)) => Ok(r.type_name().map_err(corrupt)?.as_str().to_string()),
+                    Some(v) => Err(PyTypeError::new_err(format!("a {} is not a record", v.type_name()))),
+                    None => Err(not_found(&p)),
+                }
+            }
+
+            /// Whether `key` is in the dict or set at `path`.
+            fn contains(&self, path: &Bound<'_, PyTuple>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+                let p = path_of(path)?;
+                let k = match key_of(key, "a lookup") {
+                    Ok(k) => k,
+                    Err(_) => return Ok(false),
+                };
+                match self.txn()?.get(&p).map_err(err)? {
+                    Some(Value::Dict(d)) => Ok(d.get(&k).map_err(corrupt)?.is_some()),
+                    Some(Value::Set(s)) | Some(Value::FrozenSet(s)) => s.contains(&k).map_err(corrupt),
+                    Some(v) => Err(PyTypeError::new_err(format!("a {} has no members", v.type_name()))),
+                    None => Err(not_found(&p)),
+                }
+            }
+        }
+    };
+}
+
+fn not_found(p: &[Key]) -> PyErr {
+    PyKeyError::new_err(eterna::txn::render_path(p))
+}
+
+/// Carries a value that is not `Send` (a transaction holds a mutex guard) into and out of
+/// `Python::detach`, which runs its closure on the calling thread while the GIL is released.
+struct SameThread<T>(T);
+
+// SAFETY: a `SameThread` only ever crosses into a `Python::detach` closure and back out of
+// it; `detach` runs the closure synchronously on the thread that called it, so the value
+// never is used or dropped on another thread.
+unsafe impl<T> Send for SameThread<T> {}
+
+/// An open heap.
+#[pyclass(frozen)]
+struct Db {
+    heap: Arc<Heap>, // shared with every snapshot and transaction it began
+}
+
+#[pymethods]
+impl Db {
+    #[new]
+    #[pyo3(signature = (path, readonly=false, sync="commit", lock_timeout=None))]
+    fn new(
+        py: Python<'_>,
+        path: &str,
+        readonly: bool,
+        sync: &str,
+        lock_timeout: Option<f64>,
+    ) -> PyResult<Db> {
+        let durability = match sync {
+            "commit" => Durability::Commit,
+            "full" => Durability::Full,
+            "none" => Durability::None,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "sync must be 'commit', 'full' or 'none', not {other:?}"
+                )))
+            }
+        };
+        let options = Options {
+            readonly,
+            create: !readonly,
+            durability,
+            lock_timeout: lock_timeout.map(Duration::from_secs_f64),
+        };
+        let path = path.to_string();
+        let heap = py.detach(|| Heap::open(&path, options)).map_err(|e| match e {
+            eterna::OpenError::Io(e) => PyErr::from(e),
+            other => CorruptionError::new_err(other.to_string()),
+        })?;
+        Ok(Db { heap: Arc::new(heap) })
+    }
+
+    /// A snapshot of the last committed state.
+    fn read(&self) -> PyResult<Snap> {
+        let heap = self.heap.clone();
+        let txn = heap.read().map_err(err)?;
+        // SAFETY: the snapshot borrows the heap behind `heap`, an Arc that `Snap` keeps in
+        // a field declared after `txn`, so it is dropped after the snapshot; an Arc's
+        // contents never move. The 'static lifetime never escapes `Snap`.
+        let txn = unsafe { std::mem::transmute::<ReadTxn<'_>, ReadTxn<'static>>(txn) };
+        Ok(Snap { txn: Some(txn), _heap: heap })
+    }
+
+    /// Begins the write transaction (waiting, without the GIL, for another thread's or
+    /// process's).
+    fn write(&self, py: Python<'_>) -> PyResult<Txn> {
+        let heap = self.heap.clone();
+        let txn = py.detach(|| SameThread(heap.write())).0.map_err(err)?;
+        // SAFETY: as in `read`: the Arc is kept by `Txn` in a field dropped after `txn`.
+        let txn = unsafe { std::mem::transmute::<WriteTxn<'_>, WriteTxn<'static>>(txn) };
+        Ok(Txn { txn: Some(txn), _heap: heap })
+    }
+
+    /// The counters of `eterna stats`.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = py.detach(|| self.heap.stats()).map_err(|e| Error::new_err(e.to_string()))?;
+        let d = PyDict::new(py);
+        for (k, v) in s.counters() {
+            d.set_item(k, v)?;
+        }
+        let classes = PyList::empty(py);
+        for c in &s.size_classes {
+            let e = PyDict::new(py);
+            e.set_item("size", c.size)?;
+            e.set_item("pools", c.pools)?;
+            e.set_item("blocks_live", c.blocks_live)?;
+            e.set_item("blocks_free", c.blocks_free)?;
+            classes.append(e)?;
+        }
+        d.set_item("size_classes", classes)?;
+        let readers = PyList::empty(py);
+        for (pid, txn) in &s.reader_list {
+            let e = PyDict::new(py);
+            e.set_item("pid", pid)?;
+            e.set_item("txn", txn)?;
+            readers.append(e)?;
+        }
+        d.set_item("reader_list", readers)?;
+        Ok(d)
+    }
+
+    /// Publishes a clean state and releases the writer lock and the reader slot.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.heap.shutdown()).map_err(err)
+    }
+}
+
+/// A snapshot.
+#[pyclass(unsendable)]
+struct Snap {
+    txn: Option<ReadTxn<'static>>, // dropped before `_heap`
+    _heap: Arc<Heap>,
+}
+
+impl Snap {
+    fn txn(&self) -> PyResult<&ReadTxn<'static>> {
+        self.txn.as_ref().ok_or_else(|| Error::new_err("this snapshot has ended"))
+    }
+}
+
+reads!(Snap, {
+    /// Ends the snapshot (what it pins may be reused).
+    fn end(&mut self) {
+        self.txn = None;
+    }
+});
+
+/// The write transaction.
+#[pyclass(unsendable)]
+struct Txn {
+    txn: Option<WriteTxn<'static>>, // dropped before `_heap`
+    _heap: Arc<Heap>,
+}
+
+impl Txn {
+    fn txn(&self) -> PyResult<&WriteTxn<'static>> {
+        self.txn.as_ref().ok_or_else(|| Error::new_err("this transaction has ended"))
+    }
+    fn txn_mut(&mut self) -> PyResult<&mut WriteTxn<'static>> {
+        self.txn.as_mut().ok_or_else(|| Error::new_err("this transaction has ended"))
+    }
+}
+
+reads!(Txn, {
+    /// Stores `value` at `path`; `records` turns anything else into a plain value, a
+    /// record `(type name, [(field, value)])`, or None (unsupported).
+    fn set(
+        &mut self,
+        path: &Bound<'_, PyTuple>,
+        value: &Bound<'_, PyAny>,
+        records: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let p = path_of(path)?;
+        let mut at = eterna::txn::render_path(&p);
+        let input = input_of(value, &mut at, records)?;
+        self.txn_mut()?.set(&p, &input).map_err(err)
+    }
+
+    /// Stores at `dst` the value at `src` of this transaction, by reference.
+    fn share(&mut self, dst: &Bound<'_, PyTuple>, src: &Bound<'_, PyTuple>) -> PyResult<()> {
+        let (d, s) = (path_of(dst)?, path_of(src)?);
+        let txn = self.txn_mut()?;
+        let input = txn.share(&s).map_err(err)?.ok_or_else(|| not_found(&s))?;
+        txn.set(&d, &input).map_err(err)
+    }
+
+    /// Deletes the dict key, list item or set element at `path`.
+    fn delete(&mut self, path: &Bound<'_, PyTuple>) -> PyResult<()> {
+        let p = path_of(path)?;
+        self.txn_mut()?.del(&p).map_err(err)
+    }
+
+    /// Replaces `count` items of the list at `path` from `start` with `values`.
+    fn splice(
+        &mut self,
+        path: &Bound<'_, PyTuple>,
+        start: u64,
+        count: u64,
+        values: &Bound<'_, PyList>,
+        records: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let p = path_of(path)?;
+        let mut at = eterna::txn::render_path(&p);
+        let items = values.iter().map(|v| input_of(&v, &mut at, records)).collect::<PyResult<Vec<_>>>()?;
+        self.txn_mut()?.splice(&p, start, count, &items).map_err(err)
+    }
+
+    /// Adds `key` to the set at `path`.
+    fn add(&mut self, path: &Bound<'_, PyTuple>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let p = path_of(path)?;
+        let k = key_of(key, "a set element")?;
+        self.txn_mut()?.set_add(&p, &k).map_err(err)
+    }
+
+    /// Commits (syncing without the GIL).
+    fn commit(&mut self, py: Python<'_>) -> PyResult<u64> {
+        let txn = SameThread(self.txn.take().ok_or_else(|| Error::new_err("this transaction has ended"))?);
+        py.detach(move || {
+            let txn = txn;
+            txn.0.commit()
+        })
+        .map_err(err)
+    }
+
+    /// Aborts: nothing of this transaction is kept.
+    fn abort(&mut self) {
+        self.txn = None;
+    }
+});
+
+#[pymodule]
+fn _eterna(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Db>()?;
+    m.add_class::<Snap>()?;
+    m.add_class::<Txn>()?;
+    m.add_class::<Nested>()?;
+    let py = m.py();
+    m.add("Error", py.get_type::<Error>())?;
+    m.add("CorruptionError", py.get_type::<CorruptionError>())?;
+    m.add("LockTimeout", py.get_type::<LockTimeout>())?;
+    m.add("ReadOnlyError", py.get_type::<ReadOnlyError>())?;
+    Ok(())
+}

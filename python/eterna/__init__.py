@@ -1,0 +1,414 @@
+"""eterna: an embedded object heap in a memory-mapped file.
+
+Python values (None, bool, int, float, str, bytes, tuple, list, dict, set, frozenset,
+dataclasses and registered classes) live in the file natively; any number of processes
+read them without copies; one writer at a time commits atomic transactions.
+
+    import eterna
+    db = eterna.open("data.eterna")
+    db.root["k"] = {"a": [1, 2.5, "x"], "b": b"raw"}    # one committed transaction
+    db.root["k"]["a"].append(3)                         # another one
+    with db.transaction() as root:                      # all or nothing
+        root["x"] = {"n": 1}
+    with db.snapshot() as root:                         # a consistent read-only view
+        print(root["k"]["a"][-1])
+
+Containers come back as live proxies (`Dict`, `List`, `Set`, `Record`); scalars, tuples
+and frozensets as plain Python objects. Outside a `with` block, every access reads the
+latest committed state and every change is its own transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections.abc import Iterator, MutableMapping, MutableSequence, MutableSet
+from typing import Any
+
+from . import _eterna
+from ._eterna import CorruptionError, Error, LockTimeout, ReadOnlyError
+
+__all__ = [
+    "open",
+    "Database",
+    "Dict",
+    "List",
+    "Set",
+    "Record",
+    "Detached",
+    "register",
+    "unwrap",
+    "Error",
+    "CorruptionError",
+    "LockTimeout",
+    "ReadOnlyError",
+]
+
+_classes: dict[str, type] = {}  # registered record types by name
+_names: dict[type, str] = {}  # and their names by class
+
+
+def register(cls: type, name: str | None = None) -> type:
+    """Lets instances of `cls` be stored as records (its instance attributes are the
+    fields) and rebuilt by `unwrap`. Usable as a decorator. Dataclasses are stored without
+    registering; registering them lets `unwrap` rebuild them."""
+    n = name or cls.__qualname__
+    _classes[n] = cls
+    _names[cls] = n
+    return cls
+
+
+class Detached:
+    """A record read back by `unwrap` whose type was not registered: its type name and
+    fields, as attributes."""
+
+    def __init__(self, type_name: str, fields: dict[str, Any]):
+        self.__dict__.update(fields)
+        self.__dict__["type_name"] = type_name
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items() if k != "type_name")
+        return f"{self.type_name}({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Detached) and self.__dict__ == other.__dict__
+
+
+def _plain(obj: Any) -> Any:
+    """What to store for a value the native layer does not know: a proxy's contents, a
+    record as (type name, [(field, value)]), or None (unsupported)."""
+    if isinstance(obj, _Proxy):
+        return obj._unwrap()
+    if isinstance(obj, Detached):
+        return (obj.type_name, [(k, v) for k, v in obj.__dict__.items() if k != "type_name"])
+    cls = type(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return (_names.get(cls, cls.__qualname__), [(f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj)])
+    if cls in _names:
+        return (_names[cls], list(vars(obj).items()))
+    return None
+
+
+def _build(type_name: str, fields: list[tuple[str, Any]]) -> Any:
+    """Rebuilds a record read back by `unwrap`: into its registered class, else `Detached`."""
+    cls = _classes.get(type_name)
+    if cls is None:
+        return Detached(type_name, dict(fields))
+    if dataclasses.is_dataclass(cls):
+        return cls(**dict(fields))
+    obj = cls.__new__(cls)
+    obj.__dict__.update(fields)
+    return obj
+
+
+def unwrap(value: Any) -> Any:
+    """A detached deep copy of a proxy (registered classes rebuilt); any other value as it is."""
+    return value._unwrap() if isinstance(value, _Proxy) else value
+
+
+class _Proxy:
+    """A container in the heap: its database, the transaction or snapshot it belongs to
+    (None: each access uses its own), and its path from the root."""
+
+    __slots__ = ("_db", "_h", "_path")
+
+    def __init__(self, db: Database, handle: Any, path: tuple):
+        object.__setattr__(self, "_db", db)
+        object.__setattr__(self, "_h", handle)
+        object.__setattr__(self, "_path", path)
+
+    def _read(self, fn):
+        if self._h is not None:
+            return fn(self._h)
+        snap = self._db._native().read()
+        try:
+            return fn(snap)
+        finally:
+            snap.end()
+
+    def _write(self, fn):
+        h = self._h
+        if h is not None:
+            if isinstance(h, _eterna.Snap):
+                raise ReadOnlyError("a snapshot is read-only; change the data in db.transaction()")
+            return fn(h)
+        txn = self._db._native().write()
+        try:
+            result = fn(txn)
+        except BaseException:
+            txn.abort()
+            raise
+        txn.commit()
+        return result
+
+    def _wrap(self, value: Any, key: Any) -> Any:
+        if isinstance(value, _eterna.Nested):
+            return _KINDS[value.kind](self._db, self._h, self._path + (key,))
+        return value
+
+    def _store(self, key: Any, value: Any) -> None:
+        path = self._path + (key,)
+
+        def op(h):
+            # A proxy of this very transaction is stored by reference (structural sharing).
+            if isinstance(value, _Proxy) and value._h is h and h is not None:
+                h.share(path, value._path)
+            else:
+                h.set(path, value, _plain)
+
+        self._write(op)
+
+    def _unwrap(self) -> Any:
+        return self._read(lambda h: h.unwrap(self._path, _build))
+
+    def __len__(self) -> int:
+        return self._read(lambda h: h.len(self._path))
+
+    def __repr__(self) -> str:
+        return f"eterna.{type(self).__name__}({self._unwrap()!r})"
+
+
+class Dict(_Proxy, MutableMapping):
+    """A dict in the heap; insertion-ordered; `1`, `1.0` and `True` are one key."""
+
+    __slots__ = ()
+
+    def __getitem__(self, key: Any) -> Any:
+        try:
+            return self._wrap(self._read(lambda h: h.get(self._path + (key,))), key)
+        except KeyError:
+            raise KeyError(key) from None
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._store(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        try:
+            self._write(lambda h: h.delete(self._path + (key,)))
+        except KeyError:
+            raise KeyError(key) from None
+
+    def __iter__(self) -> Iterator:
+        return iter(self._read(lambda h: h.members(self._path)))
+
+    def __contains__(self, key: object) -> bool:
+        return self._read(lambda h: h.contains(self._path, key))
+
+
+class List(_Proxy, MutableSequence):
+    """A list in the heap (a counted B-tree: any insert or delete copies one path)."""
+
+    __slots__ = ()
+
+    def _index(self, i: int, n: int) -> int:
+        j = i + n if i < 0 else i
+        if not 0 <= j < n:
+            raise IndexError("list index out of range")
+        return j
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            items = self._read(lambda h: h.unwrap(self._path, _build))
+            return items[i]
+        try:
+            return self._wrap(self._read(lambda h: h.get(self._path + (i,))), i)
+        except KeyError:
+            raise IndexError("list index out of range") from None
+
+    def __setitem__(self, i: Any, value: Any) -> None:
+        if isinstance(i, slice):
+            def op(h):
+                n = h.len(self._path)
+                start, stop, step = i.indices(n)
+                if step != 1:
+                    items = h.unwrap(self._path, _build)
+                    items[i] = value
+                    h.splice(self._path, 0, n, list(items), _plain)
+                else:
+                    h.splice(self._path, start, max(stop - start, 0), list(value), _plain)
+            self._write(op)
+            return
+        def op(h):
+            self._index(i, h.len(self._path))
+            if isinstance(value, _Proxy) and value._h is h:
+                h.share(self._path + (i,), value._path)
+            else:
+                h.set(self._path + (i,), value, _plain)
+        self._write(op)
+
+    def __delitem__(self, i: Any) -> None:
+        def op(h):
+            n = h.len(self._path)
+            if isinstance(i, slice):
+                start, stop, step = i.indices(n)
+                if step == 1:
+                    h.splice(self._path, start, max(stop - start, 0), [], _plain)
+                else:
+                    for j in sorted(range(start, stop, step), reverse=True):
+                        h.delete(self._path + (j,))
+            else:
+                h.delete(self._path + (self._index(i, n),))
+        self._write(op)
+
+    def insert(self, i: int, value: Any) -> None:
+        def op(h):
+            n = h.len(self._path)
+            j = max(0, min(n, i + n if i < 0 else i))
+            h.splice(self._path, j, 0, [value], _plain)
+        self._write(op)
+
+    def append(self, value: Any) -> None:
+        self._write(lambda h: h.splice(self._path, h.len(self._path), 0, [value], _plain))
+
+    def extend(self, values: Any) -> None:
+        values = list(values)
+        self._write(lambda h: h.splice(self._path, h.len(self._path), 0, values, _plain))
+
+    def sort(self, *, key: Any = None, reverse: bool = False) -> None:
+        def op(h):
+            items = h.unwrap(self._path, _build)
+            items.sort(key=key, reverse=reverse)
+            h.splice(self._path, 0, len(items), items, _plain)
+        self._write(op)
+
+    def reverse(self) -> None:
+        def op(h):
+            items = h.unwrap(self._path, _build)
+            h.splice(self._path, 0, len(items), items[::-1], _plain)
+        self._write(op)
+
+    def __iter__(self) -> Iterator:
+        items = self._read(lambda h: h.members(self._path))
+        return (self._wrap(v, j) for j, v in enumerate(items))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, List):
+            other = other._unwrap()
+        return isinstance(other, list) and self._unwrap() == other
+
+
+class Set(_Proxy, MutableSet):
+    """A set in the heap."""
+
+    __slots__ = ()
+
+    def __contains__(self, key: object) -> bool:
+        return self._read(lambda h: h.contains(self._path, key))
+
+    def __iter__(self) -> Iterator:
+        return iter(self._read(lambda h: h.members(self._path)))
+
+    def add(self, key: Any) -> None:
+        self._write(lambda h: h.add(self._path, key))
+
+    def discard(self, key: Any) -> None:
+        def op(h):
+            try:
+                h.delete(self._path + (key,))
+            except KeyError:
+                pass
+        self._write(op)
+
+
+class Record(_Proxy):
+    """A record in the heap: a type name and named fields, read and set as attributes."""
+
+    __slots__ = ()
+
+    @property
+    def type_name(self) -> str:
+        return self._read(lambda h: h.type_name(self._path))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._wrap(self._read(lambda h: h.get(self._path + (name,))), name)
+        except KeyError:
+            raise AttributeError(f"record {self.type_name!r} has no field {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        try:
+            self._store(name, value)
+        except KeyError:
+            raise AttributeError(f"record {self.type_name!r} has no field {name!r}") from None
+
+    def fields(self) -> list[str]:
+        return self._read(lambda h: h.members(self._path))
+
+    def __eq__(self, other: object) -> bool:
+        mine = self._unwrap()
+        return mine == (other._unwrap() if isinstance(other, Record) else other)
+
+    def __repr__(self) -> str:
+        return f"eterna.Record({self._unwrap()!r})"
+
+
+_KINDS = {"dict": Dict, "list": List, "set": Set, "record": Record}
+
+
+class Database:
+    """An open heap file. Use `eterna.open`."""
+
+    def __init__(self, path: str | os.PathLike, readonly: bool = False, sync: str = "commit",
+                 lock_timeout: float | None = None):
+        self.path = os.fspath(path)
+        self._args = (readonly, sync, lock_timeout)
+        self._pid = os.getpid()
+        self._db = _eterna.Db(self.path, readonly, sync, lock_timeout)
+
+    def _native(self) -> Any:
+        # A child forked after open reopens the heap by path: it gets a reader slot and,
+        # for writes, the writer lock of its own.
+        if os.getpid() != self._pid:
+            self._pid = os.getpid()
+            self._db = _eterna.Db(self.path, *self._args)
+        return self._db
+
+    @property
+    def root(self) -> Dict:
+        """The root dict; every access outside a `with` block is its own transaction."""
+        return Dict(self, None, ())
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Dict]:
+        """A write transaction: committed at the end of the block, rolled back if it raises."""
+        txn = self._native().write()
+        try:
+            yield Dict(self, txn, ())
+        except BaseException:
+            txn.abort()
+            raise
+        txn.commit()
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[Dict]:
+        """A consistent read-only view of the last committed state."""
+        snap = self._native().read()
+        try:
+            yield Dict(self, snap, ())
+        finally:
+            snap.end()
+
+    def stats(self) -> dict:
+        """The counters of `eterna stats --json`."""
+        return self._native().stats()
+
+    def close(self) -> None:
+        """Publishes a clean state and releases the writer lock."""
+        self._native().close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def open(path: str | os.PathLike, readonly: bool = False, sync: str = "commit",
+         lock_timeout: float | None = None) -> Database:
+    """Opens (creating it unless `readonly`) the heap at `path`. `sync`: "commit" (one
+    fdatasync per commit), "full" (two) or "none" (survives a process crash, not a power
+    cut). `lock_timeout`: seconds to wait for another process's writer lock."""
+    return Database(path, readonly, sync, lock_timeout)

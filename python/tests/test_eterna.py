@@ -1,0 +1,264 @@
+"""The Python package end to end: real heap files, real processes."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import MutableMapping, MutableSequence, MutableSet
+
+import pytest
+
+import eterna
+
+
+@pytest.fixture
+def db(tmp_path):
+    d = eterna.open(tmp_path / "heap")
+    yield d
+    d.close()
+
+
+@dataclasses.dataclass
+class Frob:
+    foo: int
+    bar: int
+
+
+class Point:
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+
+eterna.register(Frob)
+eterna.register(Point)
+
+
+def test_every_value_type_round_trips(db):
+    value = {
+        "none": None, "t": True, "i": -42, "big": 2**100, "f": 2.5, "s": "ünïcödé text",
+        "b": b"\x00raw", "tuple": (1, "x", (2.0,)), "list": [1, [2, 3]], "set": {1, 2},
+        "frozen": frozenset({"a"}), "nested": {"deep": {"deeper": [None]}},
+    }
+    db.root["v"] = value
+    got = eterna.unwrap(db.root["v"])
+    assert got == value
+    assert isinstance(db.root["v"]["tuple"], tuple)
+    assert isinstance(db.root["v"]["frozen"], frozenset)
+    assert db.root["v"]["big"] == 2**100
+
+
+def test_proxies_are_the_abstract_types(db):
+    db.root["d"] = {"l": [1], "s": {1}}
+    assert isinstance(db.root, MutableMapping)
+    assert isinstance(db.root["d"], eterna.Dict)
+    assert isinstance(db.root["d"]["l"], MutableSequence)
+    assert isinstance(db.root["d"]["s"], MutableSet)
+
+
+def test_write_through_and_persistence(tmp_path):
+    path = tmp_path / "heap"
+    db = eterna.open(path)
+    db.root["k"] = {"a": [1, 2.5, "x"], "b": b"raw"}
+    db.root["k"]["a"].append(3)
+    db.close()
+    # Another process reads it back: nothing was pickled, nothing is executed.
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import eterna
+            db = eterna.open({str(path)!r}, readonly=True)
+            print(eterna.unwrap(db.root["k"]))
+        """)],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert out.strip() == "{'a': [1, 2.5, 'x', 3], 'b': b'raw'}"
+
+
+def test_transaction_commits_or_rolls_back(db):
+    with db.transaction() as root:
+        root["x"] = Frob(foo=9, bar=23)
+        root["x"].foo = 10
+    assert db.root["x"].foo == 10
+    with pytest.raises(RuntimeError):
+        with db.transaction() as root:
+            root["x"].foo = 99
+            root["y"] = 1
+            raise RuntimeError("abort")
+    assert db.root["x"].foo == 10
+    assert "y" not in db.root
+
+
+def test_snapshot_is_consistent_and_read_only(db):
+    db.root["counts"] = {"a": 1, "b": 2}
+    with db.snapshot() as root:
+        db.root["counts"]["a"] = 100          # committed meanwhile
+        assert sum(root["counts"].values()) == 3
+        with pytest.raises(eterna.ReadOnlyError):
+            root["counts"]["c"] = 3
+    assert sum(db.root["counts"].values()) == 102
+
+
+def test_python_key_rules_and_order(db):
+    db.root["d"] = {}
+    d = db.root["d"]
+    d[1] = "int"
+    d[1.0] = "float"
+    d[True] = "bool"
+    assert len(d) == 1 and d[1] == "bool"
+    for k in ["z", "a", "m"]:
+        d[k] = k
+    assert list(d) == [1, "z", "a", "m"]
+    del d["a"]
+    d["a"] = "again"
+    assert list(d) == [1, "z", "m", "a"]
+
+
+def test_value_semantics_and_sharing(db):
+    db.root["a"] = [1, 2]
+    with db.transaction() as root:
+        root["b"] = root["a"]          # stored once, by reference
+        root["a"].append(3)
+    assert eterna.unwrap(db.root["a"]) == [1, 2, 3]
+    assert eterna.unwrap(db.root["b"]) == [1, 2]
+    db.root["c"] = db.root["a"]        # across transactions: a copy
+    db.root["a"].append(4)
+    assert eterna.unwrap(db.root["c"]) == [1, 2, 3]
+
+
+def test_mutable_mapping_api(db):
+    db.root["m"] = {"a": 1}
+    m = db.root["m"]
+    assert m.get("a") == 1 and m.get("zz", 5) == 5
+    assert m.setdefault("b", 2) == 2 and m["b"] == 2
+    m.update({"c": 3}, d=4)
+    assert m.pop("d") == 4
+    assert dict(m.items()) == {"a": 1, "b": 2, "c": 3}
+    assert list(m.keys()) == ["a", "b", "c"] and list(m.values()) == [1, 2, 3]
+    assert m == {"a": 1, "b": 2, "c": 3}
+    key, value = m.popitem()
+    assert (key, value) in [("a", 1), ("b", 2), ("c", 3)] and len(m) == 2
+    with pytest.raises(KeyError):
+        m["missing"]
+    with pytest.raises(KeyError):
+        del m["missing"]
+
+
+def test_mutable_sequence_api(db):
+    db.root["l"] = [5, 3, 1, 4]
+    l = db.root["l"]
+    assert l[-1] == 4 and l[1:3] == [3, 1]
+    l.insert(0, 9)
+    l.sort()
+    assert eterna.unwrap(l) == [1, 3, 4, 5, 9]
+    l.reverse()
+    assert eterna.unwrap(l) == [9, 5, 4, 3, 1]
+    del l[1:3]
+    l[0] = "first"
+    l[1:2] = ["x", "y"]
+    assert eterna.unwrap(l) == ["first", "x", "y", 1]
+    assert l.pop() == 1 and l.index("y") == 2 and l.count("x") == 1
+    l.extend([7, 8])
+    assert len(l) == 5 and l == ["first", "x", "y", 7, 8]
+    with pytest.raises(IndexError):
+        l[10]
+
+
+def test_mutable_set_api(db):
+    db.root["s"] = {1, 2}
+    s = db.root["s"]
+    s.add(3)
+    s.discard(1)
+    s.discard(42)
+    assert set(s) == {2, 3} and 2 in s and 1 not in s
+    s |= {5}
+    assert set(s) == {2, 3, 5}
+
+
+def test_records_and_unwrap(db):
+    db.root["p"] = Point(1, 2)
+    db.root["f"] = Frob(foo=1, bar=2)
+    p = db.root["p"]
+    assert p.type_name == "Point" and p.x == 1
+    p.y = 5
+    back = eterna.unwrap(db.root["p"])
+    assert isinstance(back, Point) and (back.x, back.y) == (1, 5)
+    assert eterna.unwrap(db.root["f"]) == Frob(foo=1, bar=2)
+    with pytest.raises(AttributeError):
+        p.nope
+
+
+def test_unsupported_values_name_type_and_place_and_write_nothing(db):
+    db.root["ok"] = 1
+    before = db.stats()["blocks_live"]
+    with pytest.raises(TypeError, match=r'function.*\[.inner.\]\[1\]'):
+        db.root["bad"] = {"inner": [1, lambda: 0]}
+    assert "bad" not in db.root
+    assert db.stats()["blocks_live"] == before
+    with pytest.raises(TypeError, match="unhashable"):
+        db.root["bad"] = {frozenset(): 1, (1, [2]): 3}
+
+
+def test_readonly_and_errors(tmp_path):
+    path = tmp_path / "heap"
+    eterna.open(path).close()
+    ro = eterna.open(path, readonly=True)
+    with pytest.raises(eterna.ReadOnlyError):
+        ro.root["x"] = 1
+    not_a_heap = tmp_path / "text"
+    not_a_heap.write_text("hello")
+    with pytest.raises(eterna.Error):
+        eterna.open(not_a_heap, readonly=True)
+    assert issubclass(eterna.CorruptionError, eterna.Error)
+
+
+def test_forked_children_read_and_write(tmp_path):
+    db = eterna.open(tmp_path / "heap")
+    db.root["data"] = {"greeting": "hello"}
+    db.close()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            if db.root["data"]["greeting"] == "hello":
+                db.root["child"] = os.getpid()   # reopens the heap in the child
+                db.close()
+                code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert db.root["child"] == pid
+
+
+def test_a_second_writer_times_out(tmp_path):
+    path = tmp_path / "heap"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import eterna, sys, time
+            db = eterna.open({str(path)!r})
+            db.root["x"] = 1          # takes the writer lock until close
+            print("locked", flush=True)
+            time.sleep(60)
+        """)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        other = eterna.open(path, lock_timeout=0.2)
+        with pytest.raises(eterna.LockTimeout):
+            other.root["y"] = 2
+        assert other.root["x"] == 1      # reading never waits
+    finally:
+        holder.kill()
+        holder.wait()
+    other.root["y"] = 2                  # the dead holder's lock is gone
+    assert other.root["y"] == 2
+
+
+def test_stats_keys(db):
+    db.root["x"] = "some text that is long enough"
+    s = db.stats()
+    for key in ["arenas_allocated_total", "arenas_reclaimed", "arenas_highwater", "arenas_current",
+                "pools_current", "blocks_live", "bytes_live", "bytes_free", "file_bytes", "disk_bytes",
+                "txn_id", "readers", "size_classes"]:
+        assert key in s
