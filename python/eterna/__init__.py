@@ -109,14 +109,16 @@ def unwrap(value: Any) -> Any:
 
 class _Proxy:
     """A container in the heap: its database, the transaction or snapshot it belongs to
-    (None: each access uses its own), and its path from the root."""
+    (None: each access uses its own), its path from the root, and in a snapshot its offset
+    (a snapshot's containers never move, so lookups need not walk the path)."""
 
-    __slots__ = ("_db", "_h", "_path")
+    __slots__ = ("_db", "_h", "_path", "_off")
 
-    def __init__(self, db: Database, handle: Any, path: tuple):
+    def __init__(self, db: Database, handle: Any, path: tuple, off: int | None = None):
         object.__setattr__(self, "_db", db)
         object.__setattr__(self, "_h", handle)
         object.__setattr__(self, "_path", path)
+        object.__setattr__(self, "_off", off)
 
     def _read(self, fn):
         if self._h is not None:
@@ -144,7 +146,8 @@ class _Proxy:
 
     def _wrap(self, value: Any, key: Any) -> Any:
         if isinstance(value, _eterna.Nested):
-            return _KINDS[value.kind](self._db, self._h, self._path + (key,))
+            off = value.offset if self._off is not None else None
+            return _KINDS[value.kind](self._db, self._h, self._path + (key,), off)
         return value
 
     def _store(self, key: Any, value: Any) -> None:
@@ -163,6 +166,8 @@ class _Proxy:
         return self._read(lambda h: h.unwrap(self._path, _build))
 
     def __len__(self) -> int:
+        if self._off is not None:
+            return self._h.len_in(self._off)
         return self._read(lambda h: h.len(self._path))
 
     def __repr__(self) -> str:
@@ -174,7 +179,17 @@ class Dict(_Proxy, MutableMapping):
 
     __slots__ = ()
 
+    def get(self, key: Any, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
     def __getitem__(self, key: Any) -> Any:
+        off = self._off
+        if off is not None:
+            v = self._h.get_in(off, key)
+            return self._wrap(v, key) if type(v) is _Nested else v
         try:
             return self._wrap(self._read(lambda h: h.get(self._path + (key,))), key)
         except KeyError:
@@ -193,6 +208,8 @@ class Dict(_Proxy, MutableMapping):
         return iter(self._read(lambda h: h.members(self._path)))
 
     def __contains__(self, key: object) -> bool:
+        if self._off is not None:
+            return self._h.contains_in(self._off, key)
         return self._read(lambda h: h.contains(self._path, key))
 
 
@@ -211,6 +228,11 @@ class List(_Proxy, MutableSequence):
         if isinstance(i, slice):
             items = self._read(lambda h: h.unwrap(self._path, _build))
             return items[i]
+        if self._off is not None:
+            try:
+                return self._wrap(self._h.get_in(self._off, i), i)
+            except KeyError:
+                raise IndexError("list index out of range") from None
         try:
             return self._wrap(self._read(lambda h: h.get(self._path + (i,))), i)
         except KeyError:
@@ -294,6 +316,8 @@ class Set(_Proxy, MutableSet):
     __slots__ = ()
 
     def __contains__(self, key: object) -> bool:
+        if self._off is not None:
+            return self._h.contains_in(self._off, key)
         return self._read(lambda h: h.contains(self._path, key))
 
     def __iter__(self) -> Iterator:
@@ -323,6 +347,11 @@ class Record(_Proxy):
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
+        if self._off is not None:
+            try:
+                return self._wrap(self._h.get_in(self._off, name), name)
+            except KeyError:
+                raise AttributeError(f"record {self.type_name!r} has no field {name!r}") from None
         try:
             return self._wrap(self._read(lambda h: h.get(self._path + (name,))), name)
         except KeyError:
@@ -346,6 +375,7 @@ class Record(_Proxy):
 
 
 _KINDS = {"dict": Dict, "list": List, "set": Set, "record": Record}
+_Nested = _eterna.Nested
 
 
 class Database:
@@ -387,7 +417,7 @@ class Database:
         """A consistent read-only view of the last committed state."""
         snap = self._native().read()
         try:
-            yield Dict(self, snap, ())
+            yield Dict(self, snap, (), snap.root_offset())
         finally:
             snap.end()
 

@@ -183,6 +183,9 @@ fn input_of(obj: &Bound<'_, PyAny>, at: &mut String, records: &Bound<'_, PyAny>)
 struct Nested {
     #[pyo3(get)]
     kind: &'static str,
+    /// Where the container's object starts: in a snapshot, a stable handle on it.
+    #[pyo3(get)]
+    offset: u64,
 }
 
 /// A stored value as a Python object: scalars, tuples and frozensets as themselves;
@@ -192,8 +195,8 @@ fn to_py<'py>(
     v: &Value<'_>,
     deep: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let nested = |kind: &'static str| -> PyResult<Bound<'py, PyAny>> {
-        Ok(Bound::new(py, Nested { kind })?.into_any())
+    let nested = |kind: &'static str, offset: u64| -> PyResult<Bound<'py, PyAny>> {
+        Ok(Bound::new(py, Nested { kind, offset })?.into_any())
     };
     Ok(match v {
         Value::None => py.None().into_bound(py),
@@ -225,7 +228,7 @@ fn to_py<'py>(
             PyFrozenSet::new(py, items.iter())?.into_any()
         }
         Value::Dict(d) => match deep {
-            None => nested("dict")?,
+            None => nested("dict", d.offset())?,
             Some(_) => {
                 let out = PyDict::new(py);
                 for item in d.iter().map_err(corrupt)? {
@@ -236,7 +239,7 @@ fn to_py<'py>(
             }
         },
         Value::List(l) => match deep {
-            None => nested("list")?,
+            None => nested("list", l.offset())?,
             Some(_) => {
                 let items: Vec<Bound<'py, PyAny>> = l
                     .iter()
@@ -247,7 +250,7 @@ fn to_py<'py>(
             }
         },
         Value::Set(s) => match deep {
-            None => nested("set")?,
+            None => nested("set", s.offset())?,
             Some(_) => {
                 let items: Vec<Bound<'py, PyAny>> = s
                     .items()
@@ -266,7 +269,7 @@ fn to_py<'py>(
                 }
                 build.call1((r.type_name().map_err(corrupt)?.as_str(), fields))?
             }
-            _ => nested("record")?,
+            _ => nested("record", r.offset())?,
         },
     })
 }
@@ -498,10 +501,76 @@ impl Snap {
     }
 }
 
+/// The member `key` of container `v`: a dict's value, a list's or tuple's item, a record's
+/// field.
+fn member<'t>(v: &Value<'t>, key: &Bound<'_, PyAny>) -> PyResult<Option<Value<'t>>> {
+    let index = || -> PyResult<i64> { key.extract::<i64>() };
+    Ok(match v {
+        Value::Dict(d) => match key_of(key, "a lookup") {
+            Ok(k) => d.get(&k).map_err(corrupt)?,
+            Err(e) => return Err(e),
+        },
+        Value::List(l) => l.get(index()?).map_err(corrupt)?,
+        Value::Tuple(t) => {
+            let items = t.items().map_err(corrupt)?;
+            let i = index()?;
+            let i = if i < 0 { i + items.len() as i64 } else { i };
+            (0..items.len() as i64).contains(&i).then(|| items[i as usize])
+        }
+        Value::Record(r) => r.get(&key.extract::<String>()?).map_err(corrupt)?,
+        other => return Err(PyTypeError::new_err(format!("a {} has no members", other.type_name()))),
+    })
+}
+
 reads!(Snap, {
     /// Ends the snapshot (what it pins may be reused).
     fn end(&mut self) {
         self.txn = None;
+    }
+
+    /// The root dict's offset: with the `*_in` methods, a handle on a container that needs
+    /// no path (a snapshot's containers never move).
+    fn root_offset(&self) -> PyResult<u64> {
+        Ok(self.txn()?.root().map_err(err)?.offset())
+    }
+
+    /// `get` of the member `key` of the container at `offset`.
+    fn get_in<'py>(
+        &self,
+        py: Python<'py>,
+        offset: u64,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.txn()?.container_at(offset).map_err(err)?;
+        match member(&c, key)? {
+            Some(v) => to_py(py, &v, None),
+            None => Err(PyKeyError::new_err(key.clone().unbind())),
+        }
+    }
+
+    /// `len` of the container at `offset`.
+    fn len_in(&self, offset: u64) -> PyResult<u64> {
+        match self.txn()?.container_at(offset).map_err(err)? {
+            Value::Dict(d) => d.len().map_err(corrupt),
+            Value::List(l) => l.len().map_err(corrupt),
+            Value::Set(s) | Value::FrozenSet(s) => s.len().map_err(corrupt),
+            Value::Tuple(t) => Ok(t.len() as u64),
+            Value::Record(r) => Ok(r.fields().map_err(corrupt)?.len() as u64),
+            v => Err(PyTypeError::new_err(format!("a {} has no len()", v.type_name()))),
+        }
+    }
+
+    /// `contains` for the dict or set at `offset`.
+    fn contains_in(&self, offset: u64, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let k = match key_of(key, "a lookup") {
+            Ok(k) => k,
+            Err(_) => return Ok(false),
+        };
+        match self.txn()?.container_at(offset).map_err(err)? {
+            Value::Dict(d) => Ok(d.get(&k).map_err(corrupt)?.is_some()),
+            Value::Set(s) | Value::FrozenSet(s) => s.contains(&k).map_err(corrupt),
+            v => Err(PyTypeError::new_err(format!("a {} has no members", v.type_name()))),
+        }
     }
 });
 

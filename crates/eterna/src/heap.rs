@@ -404,6 +404,26 @@ impl ReadTxn<'_> {
         }
     }
 
+    /// The container whose object starts at `offset` (a view's `offset()` from this same
+    /// snapshot): containers of a snapshot never move, so a binding can hold on to one by
+    /// its offset. Any other offset is an error, never undefined behaviour.
+    pub fn container_at(&self, offset: u64) -> Result<Value<'_>, TxnError> {
+        let v = crate::object::value::decode(self.cx(), Word(offset))?;
+        match v {
+            Value::Dict(_)
+            | Value::List(_)
+            | Value::Set(_)
+            | Value::FrozenSet(_)
+            | Value::Record(_)
+            | Value::Tuple(_)
+                if Word(offset).is_ref() =>
+            {
+                Ok(v)
+            }
+            _ => Err(Corruption::new(offset, "not the offset of a container").into()),
+        }
+    }
+
     /// The value at `path` (dict keys, list indices, record field names), if present.
     pub fn get(&self, path: &[Key]) -> Result<Option<Value<'_>>, TxnError> {
         get_at(self.cx(), self.root, path)
