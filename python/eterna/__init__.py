@@ -205,12 +205,25 @@ class Dict(_Proxy, MutableMapping):
             raise KeyError(key) from None
 
     def __iter__(self) -> Iterator:
+        if self._off is not None:
+            return _chunks(self._h, self._off)
         return iter(self._read(lambda h: h.members(self._path)))
 
     def __contains__(self, key: object) -> bool:
         if self._off is not None:
             return self._h.contains_in(self._off, key)
         return self._read(lambda h: h.contains(self._path, key))
+
+
+def _chunks(handle: Any, off: int, size: int = 4096) -> Iterator:
+    """The members of a snapshot's container, fetched a chunk at a time (a reader of a
+    large dict never copies it whole)."""
+    start = 0
+    while True:
+        items, start = handle.chunk_in(off, start, size)
+        if not items:
+            return
+        yield from items
 
 
 class List(_Proxy, MutableSequence):
@@ -301,6 +314,8 @@ class List(_Proxy, MutableSequence):
         self._write(op)
 
     def __iter__(self) -> Iterator:
+        if self._off is not None:
+            return (self._wrap(v, j) for j, v in enumerate(_chunks(self._h, self._off)))
         items = self._read(lambda h: h.members(self._path))
         return (self._wrap(v, j) for j, v in enumerate(items))
 

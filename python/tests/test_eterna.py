@@ -262,3 +262,54 @@ def test_stats_keys(db):
                 "pools_current", "blocks_live", "bytes_live", "bytes_free", "file_bytes", "disk_bytes",
                 "txn_id", "readers", "size_classes"]:
         assert key in s
+
+
+def _private_dirty_kib():
+    with open("/proc/self/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Private_Dirty:"):
+                return int(line.split()[1])
+    raise RuntimeError("no Private_Dirty in smaps_rollup")
+
+
+def test_four_forked_readers_share_the_data(tmp_path):
+    path = tmp_path / "shared"
+    n = 1_000_000
+    db = eterna.open(path, sync="none")
+    db.root["data"] = {f"key:{i:010}": f"value number {i} " + "v" * 20 for i in range(n)}
+    live = db.stats()["bytes_live"]
+    assert live > 50 * 2**20, "the dataset must exceed 50 MiB"
+    db.close()
+    os.sync()  # unsynced page-cache pages would count as every mapper's dirty memory
+    db = eterna.open(path, readonly=True)
+    children = []
+    for _ in range(4):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.close(r)
+                before = _private_dirty_kib()
+                total = 0
+                with db.snapshot() as root:
+                    data = root["data"]
+                    for key in data:
+                        total += len(key) + len(data[key])
+                after = _private_dirty_kib()
+                os.write(w, f"{total} {before} {after}".encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(w)
+        children.append((pid, r))
+    for pid, r in children:
+        reply = os.read(r, 200)
+        assert reply, "a reader process failed"
+        total, before, after = map(int, reply.split())
+        os.close(r)
+        os.waitpid(pid, 0)
+        grown = after - before
+        print(f"forked reader read {total} bytes; private dirty grew {grown} KiB (to {after} KiB)")
+        assert total > 50 * 10**6
+        assert grown <= 5 * 1024, f"a reader copied {grown} KiB"

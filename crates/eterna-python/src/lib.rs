@@ -560,6 +560,39 @@ reads!(Snap, {
         }
     }
 
+    /// Up to `count` keys of the dict (or items of the list) at `offset`, from position
+    /// `start` on, and the position to go on from: iteration without copying it all.
+    fn chunk_in<'py>(
+        &self,
+        py: Python<'py>,
+        offset: u64,
+        start: u64,
+        count: u64,
+    ) -> PyResult<(Bound<'py, PyList>, u64)> {
+        let out = PyList::empty(py);
+        let mut next = start;
+        match self.txn()?.container_at(offset).map_err(err)? {
+            Value::Dict(d) => {
+                for item in d.iter_from(start).map_err(corrupt)?.take(count as usize) {
+                    let (pos, k, _) = item.map_err(corrupt)?;
+                    out.append(to_py(py, &k, None)?)?;
+                    next = pos + 1;
+                }
+            }
+            Value::List(l) => {
+                let end = (start + count).min(l.len().map_err(corrupt)?);
+                for i in start..end {
+                    if let Some(v) = l.get(i as i64).map_err(corrupt)? {
+                        out.append(to_py(py, &v, None)?)?;
+                    }
+                }
+                next = end;
+            }
+            v => return Err(PyTypeError::new_err(format!("a {} is not iterated in chunks", v.type_name()))),
+        }
+        Ok((out, next))
+    }
+
     /// `contains` for the dict or set at `offset`.
     fn contains_in(&self, offset: u64, key: &Bound<'_, PyAny>) -> PyResult<bool> {
         let k = match key_of(key, "a lookup") {

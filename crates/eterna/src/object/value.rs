@@ -314,6 +314,25 @@ impl<'t> Dict<'t> {
             Err(e) => Some(Err(e)),
         }))
     }
+    /// The entries from insertion position `start` on, each with its position (a resumable
+    /// iteration: a later call can go on from the last position + 1).
+    #[allow(clippy::type_complexity)]
+    pub fn iter_from(
+        &self,
+        start: u64,
+    ) -> Result<impl Iterator<Item = Result<(u64, Value<'t>, Value<'t>), Corruption>> + 't, Corruption> {
+        let cx = self.0.cx;
+        let mut pos = start;
+        Ok(dict_order(cx.mem, self.0.off)?.iter_from(cx.mem, start).filter_map(move |item| {
+            let at = pos;
+            pos += 1;
+            match item {
+                Ok([0, _]) => None,
+                Ok([k, v]) => Some(decode(cx, Word(k)).and_then(|k| Ok((at, k, decode(cx, Word(v))?)))),
+                Err(e) => Some(Err(e)),
+            }
+        }))
+    }
     /// Every entry, in insertion order.
     pub fn items(&self) -> Result<Vec<(Value<'t>, Value<'t>)>, Corruption> {
         self.iter()?.collect()

@@ -91,7 +91,12 @@ impl Vector {
 
     /// The items in order, one leaf descent per leaf.
     pub fn iter<'m>(&self, mem: &'m [u8]) -> Iter<'m> {
-        Iter { mem, v: *self, i: 0, leaf: None }
+        self.iter_from(mem, 0)
+    }
+
+    /// The items from index `start` on.
+    pub fn iter_from<'m>(&self, mem: &'m [u8], start: u64) -> Iter<'m> {
+        Iter { mem, v: *self, i: start, leaf: None }
     }
 
     /// Calls `f` with every item in order, and `node` with every node's offset.
@@ -376,7 +381,7 @@ impl Iterator for Iter<'_> {
         if self.i >= self.v.count {
             return None;
         }
-        if self.i == 0 && self.v.count > self.v.capacity(self.v.depth) {
+        if self.leaf.is_none() && self.v.count > self.v.capacity(self.v.depth) {
             self.i = self.v.count;
             return Some(Err(Corruption::new(self.v.root.0, "vector holds more than its depth allows")));
         }
