@@ -185,6 +185,33 @@ class Dict(_Proxy, MutableMapping):
         except KeyError:
             return default
 
+    _missing = object()
+
+    def pop(self, key: Any, default: Any = _missing) -> Any:
+        """Removes `key` and returns its value, detached (the entry no longer exists)."""
+        def op(h):
+            try:
+                value = h.unwrap(self._path + (key,), _build)
+            except KeyError:
+                if default is Dict._missing:
+                    raise KeyError(key) from None
+                return default
+            h.delete(self._path + (key,))
+            return value
+        return self._write(op)
+
+    def popitem(self) -> tuple:
+        """Removes and returns the last inserted (key, value), the value detached."""
+        def op(h):
+            keys = h.members(self._path)
+            if not keys:
+                raise KeyError("popitem(): dictionary is empty")
+            key = keys[-1]
+            value = h.unwrap(self._path + (key,), _build)
+            h.delete(self._path + (key,))
+            return key, value
+        return self._write(op)
+
     def __getitem__(self, key: Any) -> Any:
         off = self._off
         if off is not None:
@@ -285,6 +312,15 @@ class List(_Proxy, MutableSequence):
             else:
                 h.delete(self._path + (self._index(i, n),))
         self._write(op)
+
+    def pop(self, i: int = -1) -> Any:
+        """Removes item `i` and returns it, detached (it is no longer in the list)."""
+        def op(h):
+            j = self._index(i, h.len(self._path))
+            value = h.unwrap(self._path + (j,), _build)
+            h.delete(self._path + (j,))
+            return value
+        return self._write(op)
 
     def insert(self, i: int, value: Any) -> None:
         def op(h):
