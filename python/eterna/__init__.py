@@ -16,6 +16,10 @@ read them without copies; one writer at a time commits atomic transactions.
 Containers come back as live proxies (`Dict`, `List`, `Set`, `Record`); scalars, tuples
 and frozensets as plain Python objects. Outside a `with` block, every access reads the
 latest committed state and every change is its own transaction.
+
+Threads may share a database, proxies from outside a `with` block, and snapshots; write
+transactions of different threads take turns. A transaction and its proxies belong to the
+thread that began it.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import MutableMapping, MutableSequence, MutableSet
 
 import pytest
@@ -228,6 +229,56 @@ def test_forked_children_read_and_write(tmp_path):
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     assert db.root["child"] == pid
+
+
+def run_threads(n, target):
+    errors = []
+
+    def guarded(i):
+        try:
+            target(i)
+        except BaseException as e:  # noqa: BLE001 - reported by the test
+            errors.append(e)
+
+    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
+def test_threads_share_the_heap_and_its_proxies(db):
+    db.root["c"] = {"n": 0}
+    db.root["log"] = []
+    log = db.root["log"]  # a proxy from outside a transaction, used by every thread
+
+    def work(i):
+        for j in range(50):
+            with db.transaction() as root:  # the writer lock serialises the threads
+                root["c"]["n"] += 1
+            log.append((i, j))
+
+    assert run_threads(4, work) == []
+    assert db.root["c"]["n"] == 200
+    assert sorted(log) == [(i, j) for i in range(4) for j in range(50)]
+
+    with db.snapshot() as root:  # a snapshot may be read by other threads too
+        seen = []
+        assert run_threads(3, lambda i: seen.append((root["c"]["n"], len(root["log"])))) == []
+        assert seen == [(200, 200)] * 3
+
+
+def test_a_transaction_belongs_to_its_thread(db):
+    db.root["c"] = {"n": 0}
+    with db.transaction() as root:
+        inner = root["c"]
+        inner["n"] = 1
+        errors = run_threads(1, lambda i: inner.__setitem__("n", 2))
+        assert len(errors) == 1 and isinstance(errors[0], eterna.Error)
+        assert "thread" in str(errors[0])
+        assert inner["n"] == 1  # the other thread changed nothing
+    assert db.root["c"]["n"] == 1  # and the transaction committed on its own thread
 
 
 def test_a_second_writer_times_out(tmp_path):

@@ -7,6 +7,7 @@ use pyo3::exceptions::{PyException, PyIndexError, PyKeyError, PyTypeError, PyVal
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PySet, PyString, PyTuple};
 use std::sync::Arc;
+use std::thread::ThreadId;
 use std::time::Duration;
 
 pyo3::create_exception!(_eterna, Error, PyException, "Base class of eterna's errors.");
@@ -451,7 +452,7 @@ impl Db {
         let txn = py.detach(|| SameThread(heap.write())).0.map_err(err)?;
         // SAFETY: as in `read`: the Arc is kept by `Txn` in a field dropped after `txn`.
         let txn = unsafe { std::mem::transmute::<WriteTxn<'_>, WriteTxn<'static>>(txn) };
-        Ok(Txn { txn: Some(txn), _heap: heap })
+        Ok(Txn { txn: Some(txn), _heap: heap, owner: std::thread::current().id() })
     }
 
     /// The counters of `eterna stats`.
@@ -488,8 +489,8 @@ impl Db {
     }
 }
 
-/// A snapshot.
-#[pyclass(unsendable)]
+/// A snapshot: any thread may read through it.
+#[pyclass]
 struct Snap {
     txn: Option<ReadTxn<'static>>, // dropped before `_heap`
     _heap: Arc<Heap>,
@@ -607,19 +608,61 @@ reads!(Snap, {
     }
 });
 
-/// The write transaction.
-#[pyclass(unsendable)]
+/// The write transaction. It holds this process's writer mutex, which only the thread that
+/// locked it may unlock, so only that thread may use or end it: another thread gets an
+/// `eterna.Error` (not a panic, as an `unsendable` class would give).
+#[pyclass]
 struct Txn {
     txn: Option<WriteTxn<'static>>, // dropped before `_heap`
     _heap: Arc<Heap>,
+    owner: ThreadId, // the thread that began it
 }
 
+// SAFETY: `Txn` is not `Send` only because its `WriteTxn` holds a `MutexGuard`, which must
+// be used and released on the thread that locked it (`owner`). Every access to `txn` goes
+// through `txn`, `txn_mut` or `take`, which refuse any other thread, and `Drop` leaks a
+// transaction that is still running when the object dies on another thread instead of
+// releasing it there. `_heap` is an `Arc<Heap>`, itself `Send + Sync`.
+unsafe impl Send for Txn {}
+// SAFETY: as for `Send`: shared access from another thread reaches nothing but the
+// `owner` check.
+unsafe impl Sync for Txn {}
+
 impl Txn {
+    fn check(&self) -> PyResult<()> {
+        if std::thread::current().id() == self.owner {
+            return Ok(());
+        }
+        Err(Error::new_err(
+            "this transaction belongs to the thread that began it; \
+             other threads use their own transaction or proxies from outside a `with` block",
+        ))
+    }
     fn txn(&self) -> PyResult<&WriteTxn<'static>> {
+        self.check()?;
         self.txn.as_ref().ok_or_else(|| Error::new_err("this transaction has ended"))
     }
     fn txn_mut(&mut self) -> PyResult<&mut WriteTxn<'static>> {
+        self.check()?;
         self.txn.as_mut().ok_or_else(|| Error::new_err("this transaction has ended"))
+    }
+    fn take(&mut self) -> PyResult<Option<WriteTxn<'static>>> {
+        self.check()?;
+        Ok(self.txn.take())
+    }
+}
+
+impl Drop for Txn {
+    fn drop(&mut self) {
+        if let Some(txn) = self.txn.take() {
+            if std::thread::current().id() == self.owner {
+                drop(txn); // aborts
+            } else {
+                // Releasing the writer mutex here would break its contract; the process's
+                // later write transactions wait (or time out), as with any lost lock.
+                std::mem::forget(txn);
+            }
+        }
     }
 }
 
@@ -676,7 +719,7 @@ reads!(Txn, {
 
     /// Commits (syncing without the GIL).
     fn commit(&mut self, py: Python<'_>) -> PyResult<u64> {
-        let txn = SameThread(self.txn.take().ok_or_else(|| Error::new_err("this transaction has ended"))?);
+        let txn = SameThread(self.take()?.ok_or_else(|| Error::new_err("this transaction has ended"))?);
         py.detach(move || {
             let txn = txn;
             txn.0.commit()
@@ -685,8 +728,9 @@ reads!(Txn, {
     }
 
     /// Aborts: nothing of this transaction is kept.
-    fn abort(&mut self) {
-        self.txn = None;
+    fn abort(&mut self) -> PyResult<()> {
+        drop(self.take()?);
+        Ok(())
     }
 });
 
