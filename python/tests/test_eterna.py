@@ -199,6 +199,38 @@ def test_unsupported_values_name_type_and_place_and_write_nothing(db):
         db.root["bad"] = {frozenset(): 1, (1, [2]): 3}
 
 
+def test_cyclic_and_too_deep_values_are_refused(db):
+    db.root["keep"] = 1
+    cyclic = [1, 2]
+    cyclic.append(cyclic)
+    looped = {"a": {}}
+    looped["a"]["back"] = looped
+    node = Frob(foo=1, bar=None)
+    node.bar = node
+    for value in (cyclic, looped, node):
+        with pytest.raises(ValueError, match="cyclic"):
+            db.root["x"] = value
+    with pytest.raises(ValueError, match=r"""cyclic.*\["x"\]\['a'\]\['back'\]"""):
+        db.root["x"] = looped
+    assert dict(db.root) == {"keep": 1}  # nothing was written
+
+    shared = [1, 2]  # the same list twice is not a cycle
+    db.root["dag"] = {"a": shared, "b": (shared, shared)}
+    assert eterna.unwrap(db.root["dag"]) == {"a": [1, 2], "b": ([1, 2], [1, 2])}
+
+    deep = []
+    for _ in range(999):
+        deep = [deep]
+    db.root["deep"] = deep  # 1000 levels: stored and read back
+    back, levels = eterna.unwrap(db.root["deep"]), 1
+    while back:
+        back, levels = back[0], levels + 1
+    assert (back, levels) == ([], 1000)
+    with pytest.raises(ValueError, match="deeper than 1000"):
+        db.root["deeper"] = [deep]
+    assert "deeper" not in db.root
+
+
 def test_readonly_and_errors(tmp_path):
     path = tmp_path / "heap"
     eterna.open(path).close()

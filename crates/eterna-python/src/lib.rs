@@ -85,8 +85,48 @@ fn path_of(path: &Bound<'_, PyTuple>) -> PyResult<Vec<Key<'static>>> {
     path.iter().map(|k| key_of(&k, "a path")).collect()
 }
 
-/// Converts a Python value to an input, naming where an unsupported value sat.
-fn input_of(obj: &Bound<'_, PyAny>, at: &mut String, records: &Bound<'_, PyAny>) -> PyResult<Input> {
+/// Containers nested deeper than this are refused (as Python's own recursion limit would):
+/// conversion, storing and reading back all recurse once per level.
+const MAX_DEPTH: usize = 1000;
+
+/// Where a conversion is: the rendered path (for errors) and the containers open on the way
+/// down (their object addresses), which finds a value that contains itself.
+struct At {
+    text: String,
+    open: Vec<usize>,
+}
+
+impl At {
+    fn new(text: String) -> At {
+        At { text, open: Vec::new() }
+    }
+
+    /// Runs `f` inside the container `obj`, refusing a cycle or excessive depth.
+    fn enter<T>(&mut self, obj: &Bound<'_, PyAny>, f: impl FnOnce(&mut At) -> PyResult<T>) -> PyResult<T> {
+        let id = obj.as_ptr() as usize;
+        if self.open.contains(&id) {
+            return Err(PyValueError::new_err(format!(
+                "cannot store a cyclic value: the {} at {} contains itself",
+                type_name(obj),
+                self.text
+            )));
+        }
+        if self.open.len() >= MAX_DEPTH {
+            return Err(PyValueError::new_err(format!(
+                "cannot store containers nested deeper than {MAX_DEPTH} levels (at {})",
+                self.text
+            )));
+        }
+        self.open.push(id);
+        let r = f(self);
+        self.open.pop();
+        r
+    }
+}
+
+/// Converts a Python value to an input, naming where an unsupported value sat. A value that
+/// contains itself is refused with `ValueError` (stored values are trees and DAGs).
+fn input_of(obj: &Bound<'_, PyAny>, at: &mut At, records: &Bound<'_, PyAny>) -> PyResult<Input> {
     if obj.is_none() {
         return Ok(Input::None);
     }
@@ -108,72 +148,81 @@ fn input_of(obj: &Bound<'_, PyAny>, at: &mut String, records: &Bound<'_, PyAny>)
     if let Ok(b) = obj.cast::<PyBytes>() {
         return Ok(Input::Bytes(b.as_bytes().to_vec()));
     }
-    let nested = |at: &mut String, seg: String, x: &Bound<'_, PyAny>| -> PyResult<Input> {
-        let len = at.len();
-        at.push_str(&seg);
+    let nested = |at: &mut At, seg: String, x: &Bound<'_, PyAny>| -> PyResult<Input> {
+        let len = at.text.len();
+        at.text.push_str(&seg);
         let r = input_of(x, at, records);
-        at.truncate(len);
+        at.text.truncate(len);
         r
     };
     if let Ok(t) = obj.cast::<PyTuple>() {
-        return t
-            .iter()
-            .enumerate()
-            .map(|(i, x)| nested(at, format!("[{i}]"), &x))
-            .collect::<PyResult<_>>()
-            .map(Input::Tuple);
+        return at.enter(obj, |at| {
+            t.iter()
+                .enumerate()
+                .map(|(i, x)| nested(at, format!("[{i}]"), &x))
+                .collect::<PyResult<_>>()
+                .map(Input::Tuple)
+        });
     }
     if let Ok(l) = obj.cast::<PyList>() {
-        return l
-            .iter()
-            .enumerate()
-            .map(|(i, x)| nested(at, format!("[{i}]"), &x))
-            .collect::<PyResult<_>>()
-            .map(Input::List);
+        return at.enter(obj, |at| {
+            l.iter()
+                .enumerate()
+                .map(|(i, x)| nested(at, format!("[{i}]"), &x))
+                .collect::<PyResult<_>>()
+                .map(Input::List)
+        });
     }
     if let Ok(d) = obj.cast::<PyDict>() {
-        let mut pairs = Vec::with_capacity(d.len());
-        for (k, v) in d.iter() {
-            let seg = format!("[{}]", k.repr()?);
-            pairs.push((nested(at, seg.clone(), &k)?, nested(at, seg, &v)?));
-        }
-        return Ok(Input::Dict(pairs));
+        return at.enter(obj, |at| {
+            let mut pairs = Vec::with_capacity(d.len());
+            for (k, v) in d.iter() {
+                let seg = format!("[{}]", k.repr()?);
+                pairs.push((nested(at, seg.clone(), &k)?, nested(at, seg, &v)?));
+            }
+            Ok(Input::Dict(pairs))
+        });
     }
     if let Ok(s) = obj.cast::<PySet>() {
-        return s
-            .iter()
-            .map(|x| nested(at, " (a set element)".into(), &x))
-            .collect::<PyResult<_>>()
-            .map(Input::Set);
+        return at.enter(obj, |at| {
+            s.iter()
+                .map(|x| nested(at, " (a set element)".into(), &x))
+                .collect::<PyResult<_>>()
+                .map(Input::Set)
+        });
     }
     if let Ok(s) = obj.cast::<PyFrozenSet>() {
-        return s
-            .iter()
-            .map(|x| nested(at, " (a frozenset element)".into(), &x))
-            .collect::<PyResult<_>>()
-            .map(Input::FrozenSet);
+        return at.enter(obj, |at| {
+            s.iter()
+                .map(|x| nested(at, " (a frozenset element)".into(), &x))
+                .collect::<PyResult<_>>()
+                .map(Input::FrozenSet)
+        });
     }
     // A proxy of another transaction or snapshot, or a record: the Python layer knows how.
     let plain = records.call1((obj,))?;
     if plain.is_none() {
         return Err(PyTypeError::new_err(format!(
-            "cannot store a value of type '{}' at {at}",
-            type_name(obj)
+            "cannot store a value of type '{}' at {}",
+            type_name(obj),
+            at.text
         )));
     }
     if let Ok(t) = plain.cast::<PyTuple>() {
         // (type name, [(field, value), ...]) for a record.
         if t.len() == 2 {
             let name: String = t.get_item(0)?.extract()?;
-            let mut fields = Vec::new();
-            for f in t.get_item(1)?.try_iter()? {
-                let f = f?;
-                let f = f.cast::<PyTuple>()?;
-                let field: String = f.get_item(0)?.extract()?;
-                let v = nested(at, format!(".{field}"), &f.get_item(1)?)?;
-                fields.push((field, v));
-            }
-            return Ok(Input::Record { type_name: name, fields });
+            return at.enter(obj, |at| {
+                let mut fields = Vec::new();
+                for f in t.get_item(1)?.try_iter()? {
+                    let f = f?;
+                    let f = f.cast::<PyTuple>()?;
+                    let field: String = f.get_item(0)?.extract()?;
+                    let v = nested(at, format!(".{field}"), &f.get_item(1)?)?;
+                    fields.push((field, v));
+                }
+                Ok(Input::Record { type_name: name, fields })
+            });
         }
     }
     input_of(&plain, at, records)
@@ -676,7 +725,7 @@ reads!(Txn, {
         records: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let p = path_of(path)?;
-        let mut at = eterna::txn::render_path(&p);
+        let mut at = At::new(eterna::txn::render_path(&p));
         let input = input_of(value, &mut at, records)?;
         self.txn_mut()?.set(&p, &input).map_err(err)
     }
@@ -705,7 +754,7 @@ reads!(Txn, {
         records: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let p = path_of(path)?;
-        let mut at = eterna::txn::render_path(&p);
+        let mut at = At::new(eterna::txn::render_path(&p));
         let items = values.iter().map(|v| input_of(&v, &mut at, records)).collect::<PyResult<Vec<_>>>()?;
         self.txn_mut()?.splice(&p, start, count, &items).map_err(err)
     }
