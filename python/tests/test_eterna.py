@@ -231,6 +231,23 @@ def test_cyclic_and_too_deep_values_are_refused(db):
     assert "deeper" not in db.root
 
 
+def test_a_damaged_file_with_a_reference_cycle_is_an_error(tmp_path):
+    path = tmp_path / "heap"
+    with eterna.open(path) as db:
+        db.root["n"] = Frob(foo=1, bar=2)
+        with db.snapshot() as root:
+            record = root["n"]._off  # a record: [ty][pad 3][n u32][name][field names][foo][bar]
+    with open(path, "r+b") as f:  # point the field `bar` at the record itself
+        f.seek(record + 32)
+        assert int.from_bytes(f.read(8), "little") != record
+        f.seek(record + 32)
+        f.write(record.to_bytes(8, "little"))
+    with eterna.open(path, readonly=True) as db:
+        assert db.root["n"].bar.foo == 1  # one step at a time the loop is walkable
+        with pytest.raises(eterna.CorruptionError, match="nested too deeply"):
+            eterna.unwrap(db.root["n"])  # a whole copy reports it, not a stack overflow
+
+
 def test_readonly_and_errors(tmp_path):
     path = tmp_path / "heap"
     eterna.open(path).close()

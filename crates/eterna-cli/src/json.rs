@@ -133,7 +133,7 @@ fn dict(d: &Dict<'_>, depth: usize) -> Result<Json, TxnError> {
 
 /// Deepest nesting `to_json` follows; a file nested deeper is taken for corrupt (only a
 /// damaged file can hold a reference cycle).
-const MAX_DEPTH: usize = 512;
+const MAX_DEPTH: usize = eterna::MAX_NESTING;
 
 /// A stored value as JSON, marking what JSON cannot hold.
 pub fn to_json(v: &Value<'_>) -> Result<Json, TxnError> {

@@ -87,7 +87,7 @@ fn path_of(path: &Bound<'_, PyTuple>) -> PyResult<Vec<Key<'static>>> {
 
 /// Containers nested deeper than this are refused (as Python's own recursion limit would):
 /// conversion, storing and reading back all recurse once per level.
-const MAX_DEPTH: usize = 1000;
+const MAX_DEPTH: usize = eterna::MAX_NESTING;
 
 /// Where a conversion is: the rendered path (for errors) and the containers open on the way
 /// down (their object addresses), which finds a value that contains itself.
@@ -245,6 +245,22 @@ fn to_py<'py>(
     v: &Value<'_>,
     deep: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    to_py_at(py, v, deep, 0)
+}
+
+/// `to_py` of a value `depth` levels down: a value nested deeper than any front end writes
+/// can only be a reference cycle in a damaged file, reported instead of overflowing the stack.
+fn to_py_at<'py>(
+    py: Python<'py>,
+    v: &Value<'_>,
+    deep: Option<&Bound<'py, PyAny>>,
+    depth: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    if depth > MAX_DEPTH {
+        return Err(CorruptionError::new_err("values nested too deeply (a reference cycle?)"));
+    }
+    let to_py =
+        |py: Python<'py>, v: &Value<'_>, deep: Option<&Bound<'py, PyAny>>| to_py_at(py, v, deep, depth + 1);
     let nested = |kind: &'static str, offset: u64| -> PyResult<Bound<'py, PyAny>> {
         Ok(Bound::new(py, Nested { kind, offset })?.into_any())
     };

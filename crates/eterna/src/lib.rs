@@ -19,3 +19,8 @@ pub use heap::{Heap, Options, ReadTxn, WriteTxn};
 pub use object::{Input, Key, Value};
 pub use region::Access;
 pub use txn::TxnError;
+
+/// The deepest nesting of containers the front ends write (Python's own recursion limit)
+/// and follow when they convert a whole value recursively; a stored value nested deeper
+/// can only come from a damaged file (a reference cycle) and is reported as corrupt.
+pub const MAX_NESTING: usize = 1000;
