@@ -1,6 +1,7 @@
 """The Python package end to end: real heap files, real processes."""
 
 import dataclasses
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -328,6 +329,26 @@ def test_a_transaction_belongs_to_its_thread(db):
         assert "thread" in str(errors[0])
         assert inner["n"] == 1  # the other thread changed nothing
     assert db.root["c"]["n"] == 1  # and the transaction committed on its own thread
+
+
+def spawned_worker(path, i):
+    """Runs in a fresh interpreter started with spawn: it opens the heap by path."""
+    with eterna.open(path, lock_timeout=60) as db:
+        with db.transaction() as root:
+            root["hits"].append(i)
+        return eterna.unwrap(db.root["data"])
+
+
+def test_spawned_workers_open_by_path(tmp_path):
+    path = str(tmp_path / "heap")
+    with eterna.open(path) as db:
+        db.root["data"] = {"x": [1, 2], "f": Frob(foo=9, bar=23)}
+        db.root["hits"] = []
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        seen = pool.starmap(spawned_worker, [(path, i) for i in range(4)])
+    assert seen == [{"x": [1, 2], "f": Frob(foo=9, bar=23)}] * 4
+    with eterna.open(path, readonly=True) as db:
+        assert sorted(db.root["hits"]) == [0, 1, 2, 3]
 
 
 def test_a_second_writer_times_out(tmp_path):
