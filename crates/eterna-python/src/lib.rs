@@ -89,32 +89,60 @@ fn path_of(path: &Bound<'_, PyTuple>) -> PyResult<Vec<Key<'static>>> {
 /// conversion, storing and reading back all recurse once per level.
 const MAX_DEPTH: usize = eterna::MAX_NESTING;
 
-/// Where a conversion is: the rendered path (for errors) and the containers open on the way
-/// down (their object addresses), which finds a value that contains itself.
-struct At {
-    text: String,
+/// One step down from a container, kept unrendered: most conversions never fail, and
+/// formatting every key of a large dict cost more than converting it.
+enum Seg<'py> {
+    Index(usize),           // a list's or tuple's item
+    Key(Bound<'py, PyAny>), // a dict's key, and the value under it
+    Field(String),          // a record's field
+    Element(&'static str),  // a set's or frozenset's element
+}
+
+/// Where a conversion is: the path it started from, the steps taken since (both rendered
+/// only for an error), and the containers open on the way down (their object addresses),
+/// which finds a value that contains itself.
+struct At<'a, 'py> {
+    base: &'a [Key<'static>],
+    segs: Vec<Seg<'py>>,
     open: Vec<usize>,
 }
 
-impl At {
-    fn new(text: String) -> At {
-        At { text, open: Vec::new() }
+impl<'a, 'py> At<'a, 'py> {
+    fn new(base: &'a [Key<'static>]) -> Self {
+        At { base, segs: Vec::new(), open: Vec::new() }
+    }
+
+    /// The path rendered as `root["k"][0].field`.
+    fn text(&self) -> String {
+        let mut t = eterna::txn::render_path(self.base);
+        for seg in &self.segs {
+            match seg {
+                Seg::Index(i) => t.push_str(&format!("[{i}]")),
+                Seg::Key(k) => match k.repr() {
+                    Ok(r) => t.push_str(&format!("[{r}]")),
+                    Err(_) => t.push_str("[?]"),
+                },
+                Seg::Field(f) => t.push_str(&format!(".{f}")),
+                Seg::Element(what) => t.push_str(&format!(" ({what})")),
+            }
+        }
+        t
     }
 
     /// Runs `f` inside the container `obj`, refusing a cycle or excessive depth.
-    fn enter<T>(&mut self, obj: &Bound<'_, PyAny>, f: impl FnOnce(&mut At) -> PyResult<T>) -> PyResult<T> {
+    fn enter<T>(&mut self, obj: &Bound<'py, PyAny>, f: impl FnOnce(&mut Self) -> PyResult<T>) -> PyResult<T> {
         let id = obj.as_ptr() as usize;
         if self.open.contains(&id) {
             return Err(PyValueError::new_err(format!(
                 "cannot store a cyclic value: the {} at {} contains itself",
                 type_name(obj),
-                self.text
+                self.text()
             )));
         }
         if self.open.len() >= MAX_DEPTH {
             return Err(PyValueError::new_err(format!(
                 "cannot store containers nested deeper than {MAX_DEPTH} levels (at {})",
-                self.text
+                self.text()
             )));
         }
         self.open.push(id);
@@ -126,7 +154,11 @@ impl At {
 
 /// Converts a Python value to an input, naming where an unsupported value sat. A value that
 /// contains itself is refused with `ValueError` (stored values are trees and DAGs).
-fn input_of(obj: &Bound<'_, PyAny>, at: &mut At, records: &Bound<'_, PyAny>) -> PyResult<Input> {
+fn input_of<'py>(
+    obj: &Bound<'py, PyAny>,
+    at: &mut At<'_, 'py>,
+    records: &Bound<'py, PyAny>,
+) -> PyResult<Input> {
     if obj.is_none() {
         return Ok(Input::None);
     }
@@ -148,18 +180,17 @@ fn input_of(obj: &Bound<'_, PyAny>, at: &mut At, records: &Bound<'_, PyAny>) -> 
     if let Ok(b) = obj.cast::<PyBytes>() {
         return Ok(Input::Bytes(b.as_bytes().to_vec()));
     }
-    let nested = |at: &mut At, seg: String, x: &Bound<'_, PyAny>| -> PyResult<Input> {
-        let len = at.text.len();
-        at.text.push_str(&seg);
+    let nested = |at: &mut At<'_, 'py>, seg: Seg<'py>, x: &Bound<'py, PyAny>| -> PyResult<Input> {
+        at.segs.push(seg);
         let r = input_of(x, at, records);
-        at.text.truncate(len);
+        at.segs.pop();
         r
     };
     if let Ok(t) = obj.cast::<PyTuple>() {
         return at.enter(obj, |at| {
             t.iter()
                 .enumerate()
-                .map(|(i, x)| nested(at, format!("[{i}]"), &x))
+                .map(|(i, x)| nested(at, Seg::Index(i), &x))
                 .collect::<PyResult<_>>()
                 .map(Input::Tuple)
         });
@@ -168,7 +199,7 @@ fn input_of(obj: &Bound<'_, PyAny>, at: &mut At, records: &Bound<'_, PyAny>) -> 
         return at.enter(obj, |at| {
             l.iter()
                 .enumerate()
-                .map(|(i, x)| nested(at, format!("[{i}]"), &x))
+                .map(|(i, x)| nested(at, Seg::Index(i), &x))
                 .collect::<PyResult<_>>()
                 .map(Input::List)
         });
@@ -177,8 +208,7 @@ fn input_of(obj: &Bound<'_, PyAny>, at: &mut At, records: &Bound<'_, PyAny>) -> 
         return at.enter(obj, |at| {
             let mut pairs = Vec::with_capacity(d.len());
             for (k, v) in d.iter() {
-                let seg = format!("[{}]", k.repr()?);
-                pairs.push((nested(at, seg.clone(), &k)?, nested(at, seg, &v)?));
+                pairs.push((nested(at, Seg::Key(k.clone()), &k)?, nested(at, Seg::Key(k.clone()), &v)?));
             }
             Ok(Input::Dict(pairs))
         });
@@ -186,7 +216,7 @@ fn input_of(obj: &Bound<'_, PyAny>, at: &mut At, records: &Bound<'_, PyAny>) -> 
     if let Ok(s) = obj.cast::<PySet>() {
         return at.enter(obj, |at| {
             s.iter()
-                .map(|x| nested(at, " (a set element)".into(), &x))
+                .map(|x| nested(at, Seg::Element("a set element"), &x))
                 .collect::<PyResult<_>>()
                 .map(Input::Set)
         });
@@ -194,7 +224,7 @@ fn input_of(obj: &Bound<'_, PyAny>, at: &mut At, records: &Bound<'_, PyAny>) -> 
     if let Ok(s) = obj.cast::<PyFrozenSet>() {
         return at.enter(obj, |at| {
             s.iter()
-                .map(|x| nested(at, " (a frozenset element)".into(), &x))
+                .map(|x| nested(at, Seg::Element("a frozenset element"), &x))
                 .collect::<PyResult<_>>()
                 .map(Input::FrozenSet)
         });
@@ -205,7 +235,7 @@ fn input_of(obj: &Bound<'_, PyAny>, at: &mut At, records: &Bound<'_, PyAny>) -> 
         return Err(PyTypeError::new_err(format!(
             "cannot store a value of type '{}' at {}",
             type_name(obj),
-            at.text
+            at.text()
         )));
     }
     if let Ok(t) = plain.cast::<PyTuple>() {
@@ -218,7 +248,7 @@ fn input_of(obj: &Bound<'_, PyAny>, at: &mut At, records: &Bound<'_, PyAny>) -> 
                     let f = f?;
                     let f = f.cast::<PyTuple>()?;
                     let field: String = f.get_item(0)?.extract()?;
-                    let v = nested(at, format!(".{field}"), &f.get_item(1)?)?;
+                    let v = nested(at, Seg::Field(field.clone()), &f.get_item(1)?)?;
                     fields.push((field, v));
                 }
                 Ok(Input::Record { type_name: name, fields })
@@ -741,7 +771,7 @@ reads!(Txn, {
         records: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let p = path_of(path)?;
-        let mut at = At::new(eterna::txn::render_path(&p));
+        let mut at = At::new(&p);
         let input = input_of(value, &mut at, records)?;
         self.txn_mut()?.set(&p, &input).map_err(err)
     }
@@ -770,7 +800,7 @@ reads!(Txn, {
         records: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let p = path_of(path)?;
-        let mut at = At::new(eterna::txn::render_path(&p));
+        let mut at = At::new(&p);
         let items = values.iter().map(|v| input_of(&v, &mut at, records)).collect::<PyResult<Vec<_>>>()?;
         self.txn_mut()?.splice(&p, start, count, &items).map_err(err)
     }
