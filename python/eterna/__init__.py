@@ -227,7 +227,11 @@ class Dict(_Proxy, MutableMapping):
             raise KeyError(key) from None
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        self._store(key, value)
+        h = self._h
+        if type(h) is _eterna.Txn and not isinstance(value, _Proxy):
+            h.set(self._path + (key,), value, _plain)  # the common case, without closures
+        else:
+            self._store(key, value)
 
     def __delitem__(self, key: Any) -> None:
         try:
