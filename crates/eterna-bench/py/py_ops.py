@@ -321,8 +321,10 @@ def sizes(a, store):
     if store not in SLOW:
         return a.n, a.reads, a.writes
     n = min(a.n, a.peer_n)
-    reads = min(a.reads, n, 20_000 if store == "manager" else 100_000)
-    return n, reads, min(a.writes, 2_000 if store == "sqlitedict" else a.writes)
+    reads = min(a.reads, n, 100_000 if store == "shelve" else 20_000)
+    # shelve falls back to dbm.dumb where CPython lacks _gdbm/_dbm; its sync() rewrites the
+    # whole index, so synced writes run at tens per second
+    return n, reads, min(a.writes, {"shelve": 200, "sqlitedict": 2_000}.get(store, a.writes))
 
 
 def worker(a):
@@ -550,7 +552,8 @@ def summarize(a, results, info):
              f"expression form {fratio(ratio(E.get('w_none_expr'), Lm.get('w_none')))}, "
              f"held proxy {fratio(ratio(E.get('w_none_held'), Lm.get('w_none')))}")
     bad = [s for s in M if not M[s]["check"]]
-    L.append(f"- every read returned the value written and every store held the last writes after reopening: "
+    L.append(f"- checks: 1,000 of each store's reads returned the expected value; eterna and py-lmdb, reopened "
+             f"read-only after the writes, held every key's last written value: "
              f"{'yes' if not bad else 'NO: ' + ', '.join(bad)}")
     L.append(END)
     return M, "\n".join(L) + "\n"
