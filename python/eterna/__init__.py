@@ -156,6 +156,10 @@ class _Proxy:
 
     def _store(self, key: Any, value: Any) -> None:
         path = self._path + (key,)
+        h = self._h
+        if type(h) is _eterna.Txn and not isinstance(value, _Proxy):
+            h.set(path, value, _plain)  # the common case, without building a closure
+            return
 
         def op(h):
             # A proxy of this very transaction is stored by reference (structural sharing).
@@ -227,11 +231,7 @@ class Dict(_Proxy, MutableMapping):
             raise KeyError(key) from None
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        h = self._h
-        if type(h) is _eterna.Txn and not isinstance(value, _Proxy):
-            h.set(self._path + (key,), value, _plain)  # the common case, without closures
-        else:
-            self._store(key, value)
+        self._store(key, value)
 
     def __delitem__(self, key: Any) -> None:
         try:
