@@ -520,6 +520,7 @@ impl Db {
             create: !readonly,
             durability,
             lock_timeout: lock_timeout.map(Duration::from_secs_f64),
+            ..Options::default()
         };
         let path = path.to_string();
         let heap = py.detach(|| Heap::open(&path, options)).map_err(|e| match e {

@@ -52,6 +52,8 @@ const M_SPARE_TARGET: usize = 72; // u64 the spare policy's current target, in p
 const M_RELEASES: usize = 80; // u64 release passes run
 const M_SHARED: usize = 88; // u64 word: root of the set of objects stored in more than one place
 const M_FLAGS: usize = 96; // u64 flags, see `META_WRITER`
+const M_GC_RUNS: usize = 104; // u32 collections run, then u32 compactions run
+const M_GC_FREED: usize = 112; // u64 bytes the collector and compaction have freed
 const M_CHECKSUM: usize = 120; // u64 xxh3 of bytes 0..120
 /// Bytes of a meta slot that are meaningful.
 pub const META_LEN: usize = 128;
@@ -143,6 +145,9 @@ pub struct Meta {
     pub releases: u64,         // release passes run
     pub shared: u64,           // word: root of the shared-object set, 0 for none
     pub flags: u64,            // META_WRITER or 0
+    pub collections: u32,      // collections ever run (compactions included)
+    pub compactions: u32,      // compactions ever run
+    pub gc_freed_bytes: u64,   // bytes collections and compactions have freed
 }
 
 impl Meta {
@@ -164,6 +169,8 @@ impl Meta {
         put_u64(b, M_RELEASES, self.releases);
         put_u64(b, M_SHARED, self.shared);
         put_u64(b, M_FLAGS, self.flags);
+        put_u64(b, M_GC_RUNS, self.collections as u64 | (self.compactions as u64) << 32);
+        put_u64(b, M_GC_FREED, self.gc_freed_bytes);
         let sum = xxh3_64(&b[..M_CHECKSUM]);
         put_u64(b, M_CHECKSUM, sum);
         out[..META_LEN].copy_from_slice(&buf);
@@ -204,6 +211,9 @@ impl Meta {
             releases: get_u64(b, M_RELEASES),
             shared: get_u64(b, M_SHARED),
             flags: get_u64(b, M_FLAGS),
+            collections: get_u64(b, M_GC_RUNS) as u32,
+            compactions: (get_u64(b, M_GC_RUNS) >> 32) as u32,
+            gc_freed_bytes: get_u64(b, M_GC_FREED),
         })
     }
 }

@@ -7,6 +7,7 @@ use crate::error::{Corruption, OpenError};
 use crate::format::{
     meta_slot_offset, Header, Meta, ARENA, CONTROL_RESERVED, HEADER_LEN, META_LEN, META_WRITER,
 };
+use crate::gc;
 use crate::object::{walk, Ctx, Dict, Input, Key, Value, Word};
 use crate::region::{process_start, Access, LockTable, ReadMap, SlotInfo, View};
 use crate::txn::{self, get_at, OffsetSet, Pending, TxnError, WriteState};
@@ -30,18 +31,36 @@ pub struct Options {
     pub durability: Durability,
     /// How long `write` waits for another process's writer lock; `None` waits for good.
     pub lock_timeout: Option<Duration>,
+    /// Compact automatically after a commit that leaves too much free space inside small
+    /// pools (see `docs/design.md`, "Automatic compaction").
+    pub auto_compact: bool,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { readonly: false, create: true, durability: Durability::Commit, lock_timeout: None }
+        Options {
+            readonly: false,
+            create: true,
+            durability: Durability::Commit,
+            lock_timeout: None,
+            auto_compact: true,
+        }
     }
 }
+
+/// Automatic compaction starts when free space inside small pools exceeds both this many
+/// bytes and `ratio` times the live bytes in them.
+const AUTO_COMPACT_MIN_FREE: u64 = 8 << 20;
+/// The starting (and lowest) `ratio`: pools half empty on average.
+const AUTO_COMPACT_RATIO: u64 = 1;
+/// The highest `ratio` the back-off reaches.
+const AUTO_COMPACT_MAX_RATIO: u64 = 16;
 
 /// The writer's side of an open heap, set up by the first write transaction.
 struct Writer {
     alloc: Allocator, // the allocator, owning the read-write mapping
     pending: Pending, // blocks replaced by commits, waiting for readers
+    auto_ratio: u64,  // automatic compaction's current threshold, see `AUTO_COMPACT_RATIO`
     _lock: File,      // holds the writer lock (flock) until the heap closes
 }
 
@@ -179,7 +198,7 @@ impl Heap {
         // from here on is recovered at the next writer's start.
         let meta = *alloc.meta();
         alloc.publish(meta.root, meta.shared, META_WRITER, Durability::Full)?;
-        Ok(Writer { alloc, pending: Pending::default(), _lock: lock })
+        Ok(Writer { alloc, pending: Pending::default(), auto_ratio: AUTO_COMPACT_RATIO, _lock: lock })
     }
 
     /// Frees what a dead writer's transaction left allocated: traces the committed state
@@ -304,6 +323,63 @@ impl Heap {
         let meta = *guard.as_ref().expect("set above").alloc.meta();
         let st = WriteState::new(Word(meta.root), Word(meta.shared));
         Ok(WriteTxn { heap: self, guard, st, done: false })
+    }
+
+    /// Runs the tracing collector: every block the current state does not reach, and that
+    /// no earlier commit already queued, is freed once no snapshot pins an older state.
+    /// Never writes an object page. One committed transaction (fully synced).
+    pub fn gc(&self) -> Result<gc::Report, TxnError> {
+        self.collect(false, &mut |_, _, _| {})
+    }
+
+    /// Compacts: a collection that also copies the objects of sparsely used small pools
+    /// (and everything above them) densely into other pools, as a new version. Readers of
+    /// older states keep reading the old blocks, which are freed (and their pools given
+    /// back) once those readers move on.
+    pub fn compact(&self) -> Result<gc::Report, TxnError> {
+        self.collect(true, &mut |_, _, _| {})
+    }
+
+    /// [`gc`](Self::gc) (or with `compact`, [`compact`](Self::compact)) reporting progress.
+    pub fn collect(&self, compact: bool, progress: gc::Progress<'_>) -> Result<gc::Report, TxnError> {
+        let started = Instant::now();
+        let mut t = self.write()?;
+        let seed = self.seed;
+        let w = t.guard.as_mut().expect("a write transaction holds a writer");
+        let disk_before = w.alloc.region().sizes()?.1;
+        let mut report = gc::collect(&mut w.alloc, &mut t.st, &w.pending, seed, compact, progress)?;
+        report.disk_before = disk_before;
+        let txn = t.commit_with(Durability::Full, false)?;
+        // The state is fully synced, so a power cut falls back to no state older than
+        // `txn`: what it retired may be freed as soon as no snapshot pins an older state.
+        let mut guard = self.writer();
+        let w = guard.as_mut().expect("the writer stays set up");
+        fence(Ordering::SeqCst);
+        w.pending.free_up_to(&mut w.alloc, self.table.oldest(txn).min(txn))?;
+        let meta = *w.alloc.meta();
+        report.txn_id = w.alloc.publish(meta.root, meta.shared, META_WRITER, Durability::Full)?;
+        report.blocks_deferred = w.pending.len() as u64;
+        report.disk_after = w.alloc.region().sizes()?.1;
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    /// Automatic compaction, with its self-tuning: a compaction that leaves the small pools
+    /// still above the threshold (readers pin the old blocks, or the free space is in
+    /// pools that stay) doubles the threshold's ratio, so that the next commits do not
+    /// compact again for nothing; one that brings them under it resets the ratio.
+    fn auto_compact(&self) -> Result<(), TxnError> {
+        self.compact()?;
+        let mut guard = self.writer();
+        if let Some(w) = guard.as_mut() {
+            let (free, live) = gc::small_fragmentation(&w.alloc);
+            w.auto_ratio = if free > AUTO_COMPACT_MIN_FREE && free > live.saturating_mul(w.auto_ratio) {
+                (w.auto_ratio * 2).min(AUTO_COMPACT_MAX_RATIO)
+            } else {
+                AUTO_COMPACT_RATIO
+            };
+        }
+        Ok(())
     }
 
     /// The allocator's counters (`stats --json` keys); `readers` counts the processes
@@ -522,9 +598,15 @@ impl WriteTxn<'_> {
     }
 
     /// Commits: the changes become the heap's state, visible to every snapshot begun
-    /// after this returns. Returns the new transaction id.
-    pub fn commit(mut self) -> Result<u64, TxnError> {
-        let durability = self.heap.options.durability;
+    /// after this returns. Returns the new transaction id. A commit that leaves too much
+    /// free space inside small pools compacts afterwards (`Options::auto_compact`).
+    pub fn commit(self) -> Result<u64, TxnError> {
+        let heap = self.heap;
+        let txn = self.commit_with(heap.options.durability, heap.options.auto_compact)?;
+        Ok(txn)
+    }
+
+    fn commit_with(mut self, durability: Durability, auto: bool) -> Result<u64, TxnError> {
         let heap = self.heap;
         let w = self.guard.as_mut().expect("writer");
         let txn = self.st.finish(&mut w.alloc, durability)?;
@@ -538,6 +620,13 @@ impl WriteTxn<'_> {
         let limit = heap.table.oldest(limit).min(limit);
         w.pending.free_up_to(&mut w.alloc, limit)?;
         self.done = true;
+        if auto {
+            let (free, live) = gc::small_fragmentation(&w.alloc);
+            if free > AUTO_COMPACT_MIN_FREE && free > live.saturating_mul(w.auto_ratio) {
+                drop(self);
+                heap.auto_compact()?;
+            }
+        }
         Ok(txn)
     }
 }

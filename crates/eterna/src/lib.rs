@@ -8,6 +8,7 @@ pub mod alloc;
 pub mod check;
 pub mod error;
 pub mod format;
+pub mod gc;
 pub mod heap;
 pub mod object;
 pub mod region;

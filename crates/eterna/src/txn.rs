@@ -168,6 +168,11 @@ impl Pending {
         Ok(())
     }
 
+    /// Every block waiting.
+    pub fn blocks(&self) -> impl Iterator<Item = u64> + '_ {
+        self.queue.iter().flat_map(|(_, b)| b.iter().copied())
+    }
+
     /// Blocks still waiting.
     pub fn len(&self) -> usize {
         self.queue.iter().map(|(_, b)| b.len()).sum()
@@ -283,7 +288,7 @@ impl WriteState {
         }
     }
 
-    fn tx<'a>(&'a mut self, alloc: &'a mut Allocator, seed: u64) -> Tx<'a> {
+    pub(crate) fn tx<'a>(&'a mut self, alloc: &'a mut Allocator, seed: u64) -> Tx<'a> {
         Tx {
             alloc,
             fresh: &mut self.fresh,

@@ -42,17 +42,18 @@ pub enum Durability {
 /// A heap file's allocator. Offsets it hands out are file offsets; they stay valid across
 /// reopening and in every process that maps the file.
 pub struct Allocator {
-    pub(super) region: Region,             // the file and its mapping
-    pub(super) header: Header,             // the immutable header
-    pub(super) meta: Meta,                 // the state to publish at the next flush
-    pub(super) meta_slot: usize,           // the slot holding the last published meta
-    pub(super) st: State,                  // the in-memory index of the side metadata
-    pub(super) current: [u32; NCLASSES],   // per class: the pool to allocate from next, or 0
-    pub(super) policy: SparePolicy,        // how many empty pools to keep
-    pub(super) pending: u32,               // pools emptied or runs freed since the last release
-    pub(super) touched: BTreeSet<u32>,     // small arenas that emptied a pool since the last release
-    pub(super) large_dirty: BTreeSet<u32>, // large arenas with freed pages still holding disk blocks
-    pub(super) dirty: bool,                // changed since the last flush
+    pub(super) region: Region,              // the file and its mapping
+    pub(super) header: Header,              // the immutable header
+    pub(super) meta: Meta,                  // the state to publish at the next flush
+    pub(super) meta_slot: usize,            // the slot holding the last published meta
+    pub(super) st: State,                   // the in-memory index of the side metadata
+    pub(super) current: [u32; NCLASSES],    // per class: the pool to allocate from next, or 0
+    pub(super) policy: SparePolicy,         // how many empty pools to keep
+    pub(super) pending: u32,                // pools emptied or runs freed since the last release
+    pub(super) touched: BTreeSet<u32>,      // small arenas that emptied a pool since the last release
+    pub(super) large_dirty: BTreeSet<u32>,  // large arenas with freed pages still holding disk blocks
+    pub(super) dirty: bool,                 // changed since the last flush
+    pub(super) excluded: Vec<(u32, usize)>, // (pool, class) kept out of `partial` by compaction
 }
 
 fn not_eterna(b: &[u8]) -> bool {
@@ -140,6 +141,7 @@ impl Allocator {
             touched: BTreeSet::new(),
             large_dirty: BTreeSet::new(),
             dirty: false,
+            excluded: Vec::new(),
         };
         for c in 0..NCLASSES {
             a.current[c] = a.st.partial[c].first().copied().unwrap_or(0);
@@ -728,6 +730,15 @@ impl Allocator {
         &self.meta
     }
 
+    /// Counts a finished collection (or compaction) that freed `bytes`, for the next
+    /// published state.
+    pub fn count_collection(&mut self, compaction: bool, bytes: u64) {
+        self.meta.collections = self.meta.collections.wrapping_add(1);
+        self.meta.compactions = self.meta.compactions.wrapping_add(compaction as u32);
+        self.meta.gc_freed_bytes = self.meta.gc_freed_bytes.wrapping_add(bytes);
+        self.dirty = true;
+    }
+
     /// Runs a release pass (if anything was freed since the last) and publishes a new state: `root` and `shared` (words of the
     /// layers above), `flags`, the geometry and the counters, in the meta slot that is not
     /// current. Returns the new state's transaction id.
@@ -885,6 +896,9 @@ impl Allocator {
             blocks_pending: 0,
             spare_target: self.policy.target(),
             releases: self.meta.releases,
+            gc_collections: self.meta.collections as u64,
+            gc_compactions: self.meta.compactions as u64,
+            gc_bytes_freed: self.meta.gc_freed_bytes,
             size_classes,
             reader_list: Vec::new(),
         })

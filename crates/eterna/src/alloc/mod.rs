@@ -2,6 +2,7 @@
 
 mod allocator;
 mod layout;
+mod marks;
 mod rebuild;
 mod spare;
 mod state;
@@ -10,6 +11,7 @@ mod stats;
 pub use crate::error::{AllocError, FreeError};
 pub use allocator::{Allocator, Durability};
 pub use layout::{block_size, class_of, class_size, GRAIN, LARGE_MAX_PAGES, NCLASSES, SMALL_MAX};
+pub use marks::Marks;
 pub use rebuild::RebuildError;
 pub use spare::{MAX_SPARE, MIN_SPARE};
 pub use stats::{ClassStats, Stats};

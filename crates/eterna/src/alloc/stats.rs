@@ -44,6 +44,9 @@ counters! {
     blocks_pending: "Replaced blocks waiting for readers to move on before reuse (known to the writing process).",
     spare_target: "Empty pools the spare policy currently keeps.",
     releases: "Release passes run (each punches what the spare policy gives back).",
+    gc_collections: "Collections ever run (compactions included).",
+    gc_compactions: "Compactions ever run.",
+    gc_bytes_freed: "Bytes collections and compactions have freed (garbage and moved objects' old blocks).",
 }
 
 /// Counters of one size class.

@@ -427,7 +427,7 @@ fn has_duplicates<S: Store>(s: &S, keys: &[&Input], by_hash: &[(u64, usize)]) ->
 
 /// `h` with its nibbles in reverse order: sorting by it groups keys by the trie slot of
 /// level 0, then of level 1 within those, and so on.
-fn trie_order(h: u64) -> u64 {
+pub(crate) fn trie_order(h: u64) -> u64 {
     (((h & 0x0f0f_0f0f_0f0f_0f0f) << 4) | ((h >> 4) & 0x0f0f_0f0f_0f0f_0f0f)).swap_bytes()
 }
 

@@ -16,6 +16,7 @@ pub mod walk;
 pub mod word;
 
 pub use build::{build, Input, InputError};
+pub(crate) use build::{list_image, trie_order};
 pub use key::Key;
 pub use offsets::OffsetSet;
 pub use ops::{

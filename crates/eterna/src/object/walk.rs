@@ -10,49 +10,63 @@ use crate::error::Corruption;
 /// fields (lengths, a map entry's order index) are not words and are left out; empty
 /// slots are included as [`Word::EMPTY`].
 pub fn children(mem: &[u8], off: u64) -> Result<Vec<Word>, Corruption> {
+    let mut out = Vec::new();
+    for_each_slot(mem, off, |_, w| out.push(w))?;
+    Ok(out)
+}
+
+/// Calls `f(at, word)` for every word slot of the object at `off` (the words
+/// [`children`] returns), with the slot's byte position inside the object; returns the
+/// object's size. Allocates nothing: the collector and compaction call it once per object.
+pub fn for_each_slot(mem: &[u8], off: u64, mut f: impl FnMut(usize, Word)) -> Result<usize, Corruption> {
     let size = object_size(mem, off)?;
     let b = slice(mem, off, size)?;
-    let words =
-        |from: usize, to: usize| (from..to).step_by(8).map(|at| Word(get_u64(b, at))).collect::<Vec<_>>();
-    Ok(match b[0] {
-        ty::STR | ty::BYTES | ty::BIGINT | ty::FLOAT | ty::STR_SHORT | ty::BYTES_SHORT => vec![],
-        ty::TUPLE => words(8, size),
-        ty::RECORD => words(8, size),
-        ty::DICT => vec![Word(get_u64(b, DICT_MAP)), Word(get_u64(b, DICT_ORDER))],
-        ty::LIST => vec![Word(get_u64(b, LIST_ROOT))],
-        ty::SET | ty::FROZENSET => vec![Word(get_u64(b, SET_ROOT))],
+    let words = |from: usize, to: usize, f: &mut dyn FnMut(usize, Word)| {
+        for at in (from..to).step_by(8) {
+            f(at, Word(get_u64(b, at)));
+        }
+    };
+    match b[0] {
+        ty::STR | ty::BYTES | ty::BIGINT | ty::FLOAT | ty::STR_SHORT | ty::BYTES_SHORT => {}
+        ty::TUPLE | ty::RECORD | ty::VEC_LEAF | ty::VEC_INNER => words(8, size, &mut f),
+        ty::DICT => {
+            f(DICT_MAP, Word(get_u64(b, DICT_MAP)));
+            f(DICT_ORDER, Word(get_u64(b, DICT_ORDER)));
+        }
+        ty::LIST => f(LIST_ROOT, Word(get_u64(b, LIST_ROOT))),
+        ty::SET | ty::FROZENSET => f(SET_ROOT, Word(get_u64(b, SET_ROOT))),
         t @ (ty::MAP_NODE | ty::SET_NODE) => {
             let map = t == ty::MAP_NODE;
             let ew = entry_words(map);
-            let nn = get_u16(b, 4).count_ones() as usize;
-            let mut out = words(8, 8 + 8 * nn);
-            let first = 8 + 8 * nn;
+            let first = 8 + 8 * get_u16(b, 4).count_ones() as usize;
+            words(8, first, &mut f);
             for at in (first..size).step_by(8 * ew) {
-                out.push(Word(get_u64(b, at)));
+                f(at, Word(get_u64(b, at)));
                 if map {
-                    out.push(Word(get_u64(b, at + 8)));
+                    f(at + 8, Word(get_u64(b, at + 8)));
                 }
             }
-            out
         }
         t @ (ty::MAP_COLLISION | ty::SET_COLLISION) => {
             let map = t == ty::MAP_COLLISION;
             let ew = entry_words(map);
-            let n = get_u32(b, 4) as usize;
-            let mut out = Vec::new();
-            for e in 0..n {
-                out.push(Word(get_u64(b, 16 + 8 * ew * e)));
+            for e in 0..get_u32(b, 4) as usize {
+                let at = 16 + 8 * ew * e;
+                f(at, Word(get_u64(b, at)));
                 if map {
-                    out.push(Word(get_u64(b, 16 + 8 * ew * e + 8)));
+                    f(at + 8, Word(get_u64(b, at + 8)));
                 }
             }
-            out
         }
-        ty::VEC_LEAF | ty::VEC_INNER => words(8, size),
-        ty::ROPE_LEAF => words(8, 8 + 8 * get_u16(b, 2).min(32) as usize),
-        ty::ROPE_INNER => (0..get_u16(b, 2).min(16) as usize).map(|i| Word(get_u64(b, 8 + 16 * i))).collect(),
+        ty::ROPE_LEAF => words(8, 8 + 8 * get_u16(b, 2).min(32) as usize, &mut f),
+        ty::ROPE_INNER => {
+            for i in 0..get_u16(b, 2).min(16) as usize {
+                f(8 + 16 * i, Word(get_u64(b, 8 + 16 * i)));
+            }
+        }
         t => return Err(Corruption::new(off, format!("unknown object type {t}"))),
-    })
+    }
+    Ok(size)
 }
 
 /// Releases the value `w` and everything under it that nobody else references: each

@@ -1,0 +1,256 @@
+//! Mark bits for the tracing collector: a side bitmap in the collector's memory, one bit
+//! per block, laid out like the allocator's live bitmaps (one 1,024-bit row per pool), so
+//! that a sweep is `live & !marked`, a word at a time. Marking reads the side metadata to
+//! validate an offset and never touches an object page.
+
+use super::allocator::Allocator;
+use super::layout::*;
+use super::state::popcount;
+use crate::error::Corruption;
+use crate::format::{PAGE, POOLS_PER_ARENA};
+
+/// One row of mark bits: a small pool's blocks, or a large arena's pages (in the row of
+/// its pool 0), or a huge object (bit 0 of its first arena's row 0).
+type Row = [u64; 16];
+
+/// The collector's mark bits for one trace.
+pub struct Marks {
+    rows: Vec<Row>, // [pool id]
+    marked: u64,    // bits set
+    bytes: u64,     // usable bytes of the marked blocks
+}
+
+impl Marks {
+    /// Blocks marked so far.
+    pub fn marked(&self) -> u64 {
+        self.marked
+    }
+
+    /// Usable bytes of the blocks marked so far.
+    pub fn marked_bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Bytes of memory the mark bitmaps occupy.
+    pub fn footprint(&self) -> u64 {
+        (self.rows.len() * std::mem::size_of::<Row>()) as u64
+    }
+
+    #[inline]
+    fn set(&mut self, row: u32, bit: u64) -> bool {
+        let w = &mut self.rows[row as usize][(bit / 64) as usize]; // callers check `covers`
+        let m = 1u64 << (bit % 64);
+        let new = *w & m == 0;
+        *w |= m;
+        new
+    }
+
+    #[inline]
+    fn get(&self, row: u32, bit: u64) -> bool {
+        self.rows.get(row as usize).is_some_and(|r| r[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
+    }
+
+    /// Whether arena `a` existed when these marks were made (later arenas hold only blocks
+    /// created since, which the caller accounts for).
+    fn covers(&self, a: u64) -> bool {
+        ((a + 1) * POOLS_PER_ARENA) as usize <= self.rows.len()
+    }
+
+    /// Marked blocks in small pool `p`.
+    pub fn in_pool(&self, p: u32) -> u64 {
+        self.rows.get(p as usize).map_or(0, |r| r.iter().map(|w| w.count_ones() as u64).sum())
+    }
+}
+
+fn not_live(off: u64) -> Corruption {
+    Corruption::new(off, "reference to a block that is not allocated")
+}
+
+impl Allocator {
+    /// Empty mark bits covering every arena of the heap.
+    pub fn new_marks(&self) -> Marks {
+        Marks { rows: vec![[0; 16]; self.st.arenas.len() * POOLS_PER_ARENA as usize], marked: 0, bytes: 0 }
+    }
+
+    /// Marks the live block starting at `off`; returns whether it was unmarked. An offset
+    /// that is not the start of a live block is corruption (a reference into free space).
+    pub fn mark(&self, m: &mut Marks, off: u64) -> Result<bool, Corruption> {
+        let a = arena_of(off);
+        if !m.covers(a) {
+            return Err(not_live(off));
+        }
+        let kind = self.st.arenas.get(a as usize).ok_or_else(|| not_live(off))?.kind;
+        let (row, bit, size) = match kind {
+            kind::SMALL => {
+                let p = (off / crate::format::POOL) as u32;
+                if p as u64 % POOLS_PER_ARENA == 0 {
+                    return Err(not_live(off));
+                }
+                let rec = self.region.bytes(record_off(p), RECORD_LEN as usize).map_err(|_| not_live(off))?;
+                let class = rec[D_CLASS as usize] as usize;
+                if rec[D_STATE as usize] != state::IN_USE || class == 0 || class > NCLASSES {
+                    return Err(not_live(off));
+                }
+                let size = class_size(class - 1);
+                let rel = off - pool_base(p);
+                let k = rel / size;
+                if rel % size != 0 || rec[(D_BITMAP + k / 8) as usize] & (1 << (k % 8)) == 0 {
+                    return Err(not_live(off));
+                }
+                (p, k, size)
+            }
+            kind::LARGE => {
+                let rel = off - arena_base(a as u32);
+                let q = rel / PAGE;
+                let n =
+                    self.region.u16_at(arena_base(a as u32) + L_RUNLEN + 2 * q).map_err(|_| not_live(off))?;
+                if rel % PAGE != 0 || q == 0 || n == 0 {
+                    return Err(not_live(off));
+                }
+                (pool_id(a as u32, 0), q, n as u64 * PAGE)
+            }
+            kind::HUGE if off == arena_base(a as u32) + PAGE => {
+                let span = self.st.arenas[a as usize].span;
+                (pool_id(a as u32, 0), 0, super::state::huge_usable(span))
+            }
+            _ => return Err(not_live(off)),
+        };
+        let new = m.set(row, bit);
+        if new {
+            m.marked += 1;
+            m.bytes += size;
+        }
+        Ok(new)
+    }
+
+    /// Whether the block at `off` is marked (false for anything not a block).
+    pub fn is_marked(&self, m: &Marks, off: u64) -> bool {
+        let a = arena_of(off);
+        match self.st.arenas.get(a as usize).map(|ar| ar.kind) {
+            Some(kind::SMALL) => {
+                let p = (off / crate::format::POOL) as u32;
+                let class = self.region.u8_at(record_off(p) + D_CLASS).unwrap_or(0) as usize;
+                if class == 0 || class > NCLASSES {
+                    return false;
+                }
+                m.get(p, (off - pool_base(p)) / class_size(class - 1))
+            }
+            Some(kind::LARGE) => m.get(pool_id(a as u32, 0), (off - arena_base(a as u32)) / PAGE),
+            Some(kind::HUGE) => m.get(pool_id(a as u32, 0), 0),
+            _ => false,
+        }
+    }
+
+    /// The sweep: every live block that is not marked, in address order.
+    pub fn unmarked(&self, m: &Marks) -> Result<Vec<u64>, Corruption> {
+        let mut out = Vec::new();
+        for (a, ar) in self.st.arenas.iter().enumerate().filter(|&(a, _)| m.covers(a as u64)) {
+            let a = a as u32;
+            match ar.kind {
+                kind::SMALL => {
+                    for i in 1..POOLS_PER_ARENA {
+                        let p = pool_id(a, i);
+                        let rec = self.region.bytes(record_off(p), RECORD_LEN as usize)?;
+                        if rec[D_STATE as usize] != state::IN_USE || rec[D_CLASS as usize] == 0 {
+                            continue;
+                        }
+                        let size = class_size(rec[D_CLASS as usize] as usize - 1);
+                        let bits = &rec[D_BITMAP as usize..];
+                        for (w, chunk) in bits.chunks_exact(8).enumerate() {
+                            let live = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+                            let mut dead = live & !m.rows[p as usize][w];
+                            while dead != 0 {
+                                let k = w as u64 * 64 + dead.trailing_zeros() as u64;
+                                out.push(pool_base(p) + k * size);
+                                dead &= dead - 1;
+                            }
+                        }
+                    }
+                }
+                kind::LARGE => {
+                    for q in 1..256u64 {
+                        let n = self.region.u16_at(arena_base(a) + L_RUNLEN + 2 * q)?;
+                        if n > 0 && !m.get(pool_id(a, 0), q) {
+                            out.push(page_base(a, q));
+                        }
+                    }
+                }
+                kind::HUGE if !m.get(pool_id(a, 0), 0) => out.push(arena_base(a) + PAGE),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Small pools in use, each with its class and its live blocks (from the side bitmap),
+    /// for compaction to choose which to evacuate.
+    pub fn small_pools(&self) -> Result<Vec<(u32, usize, u64)>, Corruption> {
+        let mut out = Vec::new();
+        for (a, ar) in self.st.arenas.iter().enumerate() {
+            if ar.kind != kind::SMALL {
+                continue;
+            }
+            for i in 1..POOLS_PER_ARENA {
+                let p = pool_id(a as u32, i);
+                let rec = self.region.bytes(record_off(p), RECORD_LEN as usize)?;
+                if rec[D_STATE as usize] == state::IN_USE && rec[D_CLASS as usize] != 0 {
+                    let live = popcount(&rec[D_BITMAP as usize..]);
+                    out.push((p, rec[D_CLASS as usize] as usize - 1, live));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Live blocks of every kind.
+    pub fn live_block_count(&self) -> u64 {
+        self.st.live.blocks
+    }
+
+    /// Per size class: (pools in use, live blocks).
+    pub fn class_counts(&self) -> [(u64, u64); NCLASSES] {
+        std::array::from_fn(|c| (self.st.live.class_pools[c], self.st.live.class_blocks[c]))
+    }
+
+    /// Blocks a pool of class `c` holds.
+    pub fn pool_capacity(c: usize) -> u64 {
+        class_cap(c) as u64
+    }
+
+    /// Stops allocating from the given small pools (compaction empties them): they leave
+    /// the partly-full lists until [`readmit`](Self::readmit). Pools that are full or not
+    /// in use are ignored.
+    pub fn exclude(&mut self, pools: &[u32]) {
+        for &p in pools {
+            for c in 0..NCLASSES {
+                if self.st.partial[c].remove(&p) {
+                    self.excluded.push((p, c));
+                }
+            }
+        }
+        for c in 0..NCLASSES {
+            self.current[c] = self.st.partial[c].first().copied().unwrap_or(0);
+        }
+    }
+
+    /// Undoes [`exclude`](Self::exclude).
+    pub fn readmit(&mut self) {
+        for (p, c) in std::mem::take(&mut self.excluded) {
+            // A pool that emptied meanwhile became spare; only one still partly full returns.
+            let rec = self.region.bytes(record_off(p), D_BITMAP as usize);
+            let partly = rec.is_ok_and(|r| {
+                let nlive = u16::from_le_bytes([r[D_NLIVE as usize], r[D_NLIVE as usize + 1]]) as u32;
+                r[D_STATE as usize] == state::IN_USE
+                    && r[D_CLASS as usize] as usize == c + 1
+                    && nlive > 0
+                    && nlive < class_cap(c)
+            });
+            if partly {
+                self.st.partial[c].insert(p);
+            }
+        }
+        for c in 0..NCLASSES {
+            self.current[c] = self.st.partial[c].first().copied().unwrap_or(0);
+        }
+    }
+}

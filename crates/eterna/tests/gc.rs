@@ -1,0 +1,406 @@
+//! The collector and compaction on real files: shared garbage is found and freed, a
+//! collection writes no object page, readers of an old snapshot read right through a
+//! compaction, and the pymalloc fragmentation experiment (1M small strings in a list)
+//! gives disk and resident memory back: a random half deleted then compacted, all but 47
+//! deleted then compacted, the first half deleted and only collected.
+
+mod common;
+
+use common::mix;
+use eterna::check::check;
+use eterna::{Access, Allocator, Durability, Heap, Input, Key, Options, Value};
+use std::collections::HashMap;
+use std::path::Path;
+
+fn k(s: &str) -> Key<'_> {
+    Key::Str(s.into())
+}
+
+fn open(path: &Path) -> Heap {
+    Heap::open(path, Options { durability: Durability::None, auto_compact: false, ..Options::default() })
+        .unwrap()
+}
+
+fn assert_clean(path: &Path) -> eterna::check::Report {
+    check(path).unwrap_or_else(|e| panic!("check failed: {e}"))
+}
+
+fn text(v: Result<Value<'_>, eterna::Corruption>) -> String {
+    match v.unwrap() {
+        Value::Str(s) => s.as_str().to_string(),
+        other => panic!("not a str: {other:?}"),
+    }
+}
+
+/// A string of 8 to 60 bytes (a heap object, not an inline word), different for every i.
+fn string(i: u64, seed: &mut u64) -> String {
+    let len = 8 + (mix(seed) % 53) as usize;
+    let mut s = format!("{i:08}-");
+    while s.len() < len {
+        s.push((b'a' + (mix(seed) % 26) as u8) as char);
+    }
+    s
+}
+
+#[test]
+fn shared_garbage_is_collected_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heap");
+    let heap = open(&path);
+    let big: Vec<Input> = (0..2000).map(|i| Input::Str(format!("shared value number {i}"))).collect();
+    let mut w = heap.write().unwrap();
+    w.set(&[k("a")], &Input::List(big)).unwrap();
+    w.set(&[k("keep")], &Input::Str("still here after the collection".into())).unwrap();
+    let a = w.share(&[k("a")]).unwrap().unwrap();
+    w.set(&[k("b")], &a).unwrap();
+    w.commit().unwrap();
+    // Deleting both places leaves the list to the collector: path copies never free a
+    // shared object.
+    let mut w = heap.write().unwrap();
+    w.del(&[k("a")]).unwrap();
+    w.del(&[k("b")]).unwrap();
+    w.commit().unwrap();
+    drop(heap);
+    let before = assert_clean(&path);
+    assert!(before.unreachable_blocks > 2000, "the dropped list stays allocated: {before:?}");
+
+    let heap = open(&path);
+    let report = heap.gc().unwrap();
+    assert!(report.garbage_blocks >= before.unreachable_blocks, "{report:?}");
+    assert_eq!(report.shared_dropped, 1);
+    assert_eq!(report.blocks_deferred, 0);
+    assert_eq!(heap.stats().unwrap().gc_collections, 1);
+    let snap = heap.read().unwrap();
+    match snap.get(&[k("keep")]).unwrap() {
+        Some(Value::Str(s)) => assert_eq!(s.as_str(), "still here after the collection"),
+        other => panic!("lost a live value: {other:?}"),
+    }
+    drop(snap);
+    drop(heap);
+    let after = assert_clean(&path);
+    assert_eq!(after.unreachable_blocks, 0, "{after:?}");
+    // A second collection finds nothing.
+    let heap = open(&path);
+    assert_eq!(heap.gc().unwrap().garbage_blocks, 0);
+}
+
+/// xxh3 of every 4 KiB page of the data arenas outside their first 16 KiB (where the side
+/// metadata lives).
+fn object_pages(path: &Path) -> HashMap<u64, u64> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut out = HashMap::new();
+    for (i, page) in bytes.chunks(4096).enumerate() {
+        let off = i as u64 * 4096;
+        if off < eterna::format::ARENA || off % eterna::format::ARENA < 16384 {
+            continue;
+        }
+        out.insert(off, xxhash_rust::xxh3::xxh3_64(page));
+    }
+    out
+}
+
+#[test]
+fn a_collection_writes_no_object_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heap");
+    let heap = open(&path);
+    let mut w = heap.write().unwrap();
+    for i in 0..50 {
+        let items: Vec<Input> = (0..200).map(|j| Input::Str(format!("list {i} item {j}"))).collect();
+        w.set(&[k(&format!("l{i}"))], &Input::List(items)).unwrap();
+        if i % 2 == 0 {
+            let s = w.share(&[k(&format!("l{i}"))]).unwrap().unwrap();
+            w.set(&[k(&format!("copy{i}"))], &s).unwrap();
+        }
+    }
+    w.commit().unwrap();
+    let mut w = heap.write().unwrap();
+    for i in (0..50).step_by(2) {
+        w.del(&[k(&format!("l{i}"))]).unwrap();
+        if i % 4 == 0 {
+            w.del(&[k(&format!("copy{i}"))]).unwrap();
+        }
+    }
+    w.commit().unwrap();
+    // One more commit frees what the deletions replaced (reuse waits one commit), so that
+    // the collection's own commit has nothing else to free.
+    let mut w = heap.write().unwrap();
+    w.set(&[k("tick")], &Input::Int(1)).unwrap();
+    w.commit().unwrap();
+    // A snapshot pins the state before the collection, so nothing it retires is freed (or
+    // punched) yet: every page that changes can only have been written.
+    let pin = heap.read().unwrap();
+    let live_before: Vec<u64> = Allocator::open(&path, Access::ReadOnly)
+        .unwrap()
+        .live_blocks()
+        .unwrap()
+        .iter()
+        .map(|b| b.0)
+        .collect();
+    let pages_before = object_pages(&path);
+    let report = heap.gc().unwrap();
+    assert!(report.garbage_blocks > 13 * 200, "{report:?}");
+    assert!(report.blocks_deferred >= report.garbage_blocks, "{report:?}");
+    let pages_after = object_pages(&path);
+    // Blocks the collection's commit created (the pruned shared set) are the only writes.
+    let alloc = Allocator::open(&path, Access::ReadOnly).unwrap();
+    let before: std::collections::HashSet<u64> = live_before.into_iter().collect();
+    let mut written_by_commit = std::collections::HashSet::new();
+    for (off, size) in alloc.live_blocks().unwrap() {
+        if !before.contains(&off) {
+            for p in (off / 4096)..(off + size).div_ceil(4096) {
+                written_by_commit.insert(p * 4096);
+            }
+        }
+    }
+    let changed: Vec<u64> = pages_before
+        .iter()
+        .filter(|(off, sum)| pages_after.get(off) != Some(sum) && !written_by_commit.contains(off))
+        .map(|(off, _)| *off)
+        .collect();
+    assert!(changed.is_empty(), "the collection wrote {} object pages: {changed:x?}", changed.len());
+    assert!(written_by_commit.len() <= 4, "the new shared set took {} pages", written_by_commit.len());
+    // The pinned snapshot still reads every list it could see.
+    for i in 0..50 {
+        let name = if i % 2 == 0 { format!("copy{i}") } else { format!("l{i}") };
+        if i % 4 == 0 {
+            continue;
+        }
+        match pin.get(&[k(&name), Key::Int(199)]).unwrap() {
+            Some(Value::Str(s)) => assert_eq!(s.as_str(), format!("list {i} item 199")),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    drop(pin);
+    drop(heap);
+    assert_clean(&path);
+}
+
+#[test]
+fn readers_of_an_old_snapshot_read_through_a_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heap");
+    let heap = open(&path);
+    let mut seed = 7;
+    let n = 20_000u64;
+    let items: Vec<Input> = (0..n).map(|i| Input::Str(string(i, &mut seed))).collect();
+    let mut w = heap.write().unwrap();
+    w.set(&[k("l")], &Input::List(items)).unwrap();
+    w.set(
+        &[k("d")],
+        &Input::Dict((0..1000).map(|i| (Input::Int(i), Input::Str(format!("value {i:06}")))).collect()),
+    )
+    .unwrap();
+    w.commit().unwrap();
+    // Delete every other item: every pool half empty.
+    let mut w = heap.write().unwrap();
+    for i in (0..n).rev().step_by(2) {
+        w.splice(&[k("l")], i, 1, &[]).unwrap();
+    }
+    w.commit().unwrap();
+    let old = heap.read().unwrap();
+    let expect: Vec<String> = match old.get(&[k("l")]).unwrap() {
+        Some(Value::List(l)) => l.iter().unwrap().map(text).collect(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(expect.len() as u64, n / 2);
+    let report = heap.compact().unwrap();
+    assert!(report.moved_blocks >= n / 2, "{report:?}");
+    assert!(report.blocks_deferred >= report.moved_blocks, "the old snapshot pins the moved blocks");
+    // The old snapshot and a new one read the same values.
+    let new = heap.read().unwrap();
+    for (snap, name) in [(&old, "old"), (&new, "new")] {
+        let Some(Value::List(l)) = snap.get(&[k("l")]).unwrap() else { panic!("{name}: no list") };
+        let got: Vec<String> = l.iter().unwrap().map(text).collect();
+        assert!(got == expect, "{name} snapshot reads different items");
+        for i in [0, 500, 999] {
+            match snap.get(&[k("d"), Key::Int(i)]).unwrap() {
+                Some(Value::Str(s)) => assert_eq!(s.as_str(), format!("value {i:06}")),
+                other => panic!("{name}: d[{i}] = {other:?}"),
+            }
+        }
+    }
+    drop(old);
+    drop(new);
+    // With the old snapshot gone, the next commit frees the old blocks.
+    let mut w = heap.write().unwrap();
+    w.set(&[k("x")], &Input::Int(1)).unwrap();
+    w.commit().unwrap();
+    let mut w = heap.write().unwrap();
+    w.set(&[k("x")], &Input::Int(2)).unwrap();
+    w.commit().unwrap();
+    // Only the last commit's own replaced path waits now.
+    let pending = heap.stats().unwrap().blocks_pending;
+    assert!(pending < 16, "{pending} blocks still pending");
+    drop(heap);
+    let r = assert_clean(&path);
+    assert_eq!(r.unreachable_blocks, 0);
+}
+
+/// Resident bytes of this process's mappings of `path` (from /proc/self/smaps).
+fn mapped_rss(path: &Path) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let name = path.to_str().unwrap();
+    let mut inside = false;
+    let mut total = 0;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            inside = line.ends_with(name);
+        } else if inside && line.starts_with("Rss:") {
+            total += line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024;
+        }
+    }
+    total
+}
+
+/// Reads every string of root["l"] through a fresh read-only mapping and returns the
+/// resident size of that mapping afterwards, and the item count.
+fn read_all_rss(path: &Path) -> (u64, u64) {
+    let heap = Heap::open(path, Options { readonly: true, ..Options::default() }).unwrap();
+    let snap = heap.read().unwrap();
+    let Some(Value::List(l)) = snap.get(&[k("l")]).unwrap() else { panic!("no list") };
+    let mut n = 0;
+    let mut bytes = 0;
+    for v in l.iter().unwrap() {
+        bytes += text(v).len();
+        n += 1;
+    }
+    assert!(bytes > 0 || n == 0);
+    let rss = mapped_rss(path);
+    (rss, n)
+}
+
+fn disk(path: &Path) -> u64 {
+    Allocator::open(path, Access::ReadOnly).unwrap().stats().unwrap().disk_bytes
+}
+
+/// Builds the experiment's heap: 1M small strings in root["l"].
+fn build_million(path: &Path) -> (u64, u64) {
+    const N: u64 = 1_000_000;
+    let heap = open(path);
+    let mut seed = 1;
+    let items: Vec<Input> = (0..N).map(|i| Input::Str(string(i, &mut seed))).collect();
+    let mut w = heap.write().unwrap();
+    w.set(&[k("l")], &Input::List(items)).unwrap();
+    w.commit().unwrap();
+    drop(heap);
+    let (rss, n) = read_all_rss(path);
+    assert_eq!(n, N);
+    (disk(path), rss)
+}
+
+/// Deletes the items of root["l"] where `doomed(i)` holds, in runs, one transaction.
+fn delete_where(heap: &Heap, n: u64, doomed: impl Fn(u64) -> bool) -> u64 {
+    let mut w = heap.write().unwrap();
+    let mut deleted = 0;
+    let mut i = n;
+    while i > 0 {
+        let end = i;
+        while i > 0 && doomed(i - 1) {
+            i -= 1;
+        }
+        if i < end {
+            w.splice(&[k("l")], i, end - i, &[]).unwrap();
+            deleted += end - i;
+        }
+        while i > 0 && !doomed(i - 1) {
+            i -= 1;
+        }
+    }
+    w.commit().unwrap();
+    deleted
+}
+
+fn dropped(before: u64, after: u64) -> f64 {
+    100.0 * (before as f64 - after as f64) / before as f64
+}
+
+#[test]
+fn fragmentation_random_half_comes_back_after_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heap");
+    let (disk0, rss0) = build_million(&path);
+    let heap = open(&path);
+    let deleted = delete_where(&heap, 1_000_000, |i| {
+        let mut x = i ^ 0x5eed;
+        mix(&mut x) % 2 == 0
+    });
+    heap.gc().unwrap();
+    let collected = disk(&path);
+    let report = heap.compact().unwrap();
+    drop(heap);
+    let disk1 = disk(&path);
+    let (rss1, n) = read_all_rss(&path);
+    assert_eq!(n, 1_000_000 - deleted);
+    println!(
+        "random half: deleted {deleted}; disk {} -> {} (after gc) -> {} KiB ({:.1} %); rss {} -> {} KiB ({:.1} %); {report:?}",
+        disk0 >> 10,
+        collected >> 10,
+        disk1 >> 10,
+        dropped(disk0, disk1),
+        rss0 >> 10,
+        rss1 >> 10,
+        dropped(rss0, rss1)
+    );
+    assert!(dropped(disk0, disk1) >= 45.0, "disk dropped only {:.1} %", dropped(disk0, disk1));
+    assert!(dropped(rss0, rss1) >= 45.0, "resident memory dropped only {:.1} %", dropped(rss0, rss1));
+    assert_clean(&path);
+}
+
+#[test]
+fn fragmentation_keep_47_comes_back_after_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heap");
+    let (disk0, rss0) = build_million(&path);
+    let heap = open(&path);
+    let keep: std::collections::HashSet<u64> = {
+        let mut x = 47;
+        (0..47).map(|_| mix(&mut x) % 1_000_000).collect()
+    };
+    delete_where(&heap, 1_000_000, |i| !keep.contains(&i));
+    heap.compact().unwrap();
+    drop(heap);
+    let disk1 = disk(&path);
+    let (rss1, n) = read_all_rss(&path);
+    assert_eq!(n, keep.len() as u64);
+    println!(
+        "keep 47: disk {} -> {} KiB ({:.2} %); rss {} -> {} KiB ({:.2} %)",
+        disk0 >> 10,
+        disk1 >> 10,
+        dropped(disk0, disk1),
+        rss0 >> 10,
+        rss1 >> 10,
+        dropped(rss0, rss1)
+    );
+    assert!(dropped(disk0, disk1) >= 99.0, "disk dropped only {:.2} %", dropped(disk0, disk1));
+    assert!(dropped(rss0, rss1) >= 99.0, "resident memory dropped only {:.2} %", dropped(rss0, rss1));
+    assert_clean(&path);
+}
+
+#[test]
+fn fragmentation_first_half_comes_back_without_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heap");
+    let (disk0, rss0) = build_million(&path);
+    let heap = open(&path);
+    delete_where(&heap, 1_000_000, |i| i < 500_000);
+    let report = heap.gc().unwrap();
+    assert_eq!(heap.stats().unwrap().gc_compactions, 0);
+    drop(heap);
+    let disk1 = disk(&path);
+    let (rss1, n) = read_all_rss(&path);
+    assert_eq!(n, 500_000);
+    println!(
+        "first half: disk {} -> {} KiB ({:.1} %); rss {} -> {} KiB ({:.1} %); {report:?}",
+        disk0 >> 10,
+        disk1 >> 10,
+        dropped(disk0, disk1),
+        rss0 >> 10,
+        rss1 >> 10,
+        dropped(rss0, rss1)
+    );
+    assert!(dropped(disk0, disk1) >= 45.0, "disk dropped only {:.1} %", dropped(disk0, disk1));
+    assert!(dropped(rss0, rss1) >= 45.0, "resident memory dropped only {:.1} %", dropped(rss0, rss1));
+    assert_clean(&path);
+}
