@@ -434,3 +434,58 @@ def test_four_forked_readers_share_the_data(tmp_path):
         print(f"forked reader read {total} bytes; private dirty grew {grown} KiB (to {after} KiB)")
         assert total > 50 * 10**6
         assert grown <= 5 * 1024, f"a reader copied {grown} KiB"
+
+
+def test_gc_frees_shared_garbage_and_keeps_the_rest(db):
+    db.root["keep"] = ["kept value number %d" % i for i in range(100)]
+    with db.transaction() as root:
+        root["a"] = ["shared value number %d" % i for i in range(3000)]
+        root["b"] = root["a"]              # one list, stored in two places
+    with db.transaction() as root:
+        del root["a"]
+        del root["b"]                      # a path copy never frees a shared object
+    report = db.gc()
+    assert report["garbage_blocks"] > 3000
+    assert report["garbage_bytes"] > 3000 * 16
+    assert report["shared_dropped"] == 1
+    assert report["blocks_deferred"] == 0
+    assert db.root["keep"][99] == "kept value number 99"
+    again = db.gc()
+    assert again["garbage_blocks"] == 0
+    s = db.stats()
+    assert s["gc_collections"] == 2 and s["gc_compactions"] == 0
+    assert s["gc_bytes_freed"] >= report["garbage_bytes"]
+
+
+def test_compact_gives_disk_back_while_a_snapshot_reads(tmp_path):
+    db = eterna.open(tmp_path / "heap", sync="none")
+    n = 100_000
+    db.root["l"] = ["string number %08d" % i for i in range(n)]
+    with db.transaction() as root:
+        lst = root["l"]
+        for i in range(n - 1, -1, -2):    # every other item: every pool half empty
+            del lst[i]
+    db.gc()
+    before = db.stats()["disk_bytes"]
+    with db.snapshot() as old:
+        expect = list(old["l"])
+        report = db.compact()
+        assert report["compacted"] and report["moved_blocks"] >= n // 2
+        assert report["blocks_deferred"] > 0          # the snapshot still reads the old blocks
+        assert list(old["l"]) == expect
+    assert list(db.root["l"]) == expect
+    db.root["tick"] = 1                                # the next commits free the old blocks
+    db.root["tick"] = 2
+    after = db.stats()["disk_bytes"]
+    assert after < before * 0.75, (before, after)
+    db.close()
+    check = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import eterna
+        db = eterna.open({str(tmp_path / "heap")!r}, readonly=True)
+        assert db.root["l"][0] == "string number 00000000"
+        try:
+            db.gc()
+        except eterna.ReadOnlyError:
+            print("read-only")
+        """)], capture_output=True, text=True)
+    assert check.stdout.strip() == "read-only", check.stderr

@@ -45,6 +45,22 @@ enum Command {
     },
     /// Print the whole root as JSON (types JSON lacks are marked, see the README).
     Dump { path: PathBuf },
+    /// Free every block the current state does not reach (shared and cyclic garbage,
+    /// what dead writers left); readers of older states keep what they read.
+    Gc {
+        path: PathBuf,
+        /// One JSON object instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Collect, and rewrite sparsely used pools and lists densely as a new version; the
+    /// old pools are given back once no reader pins them.
+    Compact {
+        path: PathBuf,
+        /// One JSON object instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a benchmark workload on eterna.
     Bench {
         #[command(subcommand)]
@@ -114,6 +130,8 @@ fn main() -> ExitCode {
         Command::Set { path, args } => set(path, args),
         Command::Del { path, keys } => del(path, keys),
         Command::Dump { path } => get(path, vec![]),
+        Command::Gc { path, json } => collect(path, false, json),
+        Command::Compact { path, json } => collect(path, true, json),
         Command::Bench { workload } => bench(workload),
         Command::Demo { n } => demo::run(n),
     };
@@ -236,6 +254,74 @@ fn del(path: PathBuf, keys: Vec<String>) -> Result<(), Failure> {
     w.del(&p).map_err(txn_failure)?;
     w.commit().map_err(txn_failure)?;
     heap.close().map_err(txn_failure)?;
+    Ok(())
+}
+
+/// `eterna gc` and `eterna compact`: progress on stderr (when it is a terminal), then what
+/// was freed.
+fn collect(path: PathBuf, compact: bool, json: bool) -> Result<(), Failure> {
+    use eterna::gc::Phase;
+    use indicatif::{ProgressBar, ProgressStyle};
+    let heap = Heap::open(&path, Options { create: false, auto_compact: false, ..Options::default() })?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>9} [{bar:32}] {pos}/{len} objects ({elapsed})")
+            .map_err(|e| Failure { code: 2, message: e.to_string() })?
+            .progress_chars("=> "),
+    );
+    let mut progress = |phase: Phase, done: u64, total: u64| {
+        bar.set_message(match phase {
+            Phase::Trace => "marking",
+            Phase::Move => "moving",
+            Phase::Sweep => "sweeping",
+        });
+        bar.set_length(total.max(done));
+        bar.set_position(done);
+    };
+    let r = heap.collect(compact, &mut progress).map_err(txn_failure)?;
+    bar.finish_and_clear();
+    heap.close().map_err(txn_failure)?;
+    if json {
+        println!("{}", r.to_json());
+        return Ok(());
+    }
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    println!(
+        "{}: {} in {:.2} s (marking {:.2} s): {} objects ({:.1} MiB) reachable",
+        path.display(),
+        if compact { "compacted" } else { "collected" },
+        r.seconds,
+        r.trace_seconds,
+        r.objects_traced,
+        mib(r.bytes_traced),
+    );
+    println!(
+        "  garbage freed: {} blocks ({:.1} MiB), {} shared entries dropped",
+        r.garbage_blocks,
+        mib(r.garbage_bytes),
+        r.shared_dropped
+    );
+    if compact {
+        println!(
+            "  moved: {} objects ({:.1} MiB) out of {} sparse pools",
+            r.moved_blocks,
+            mib(r.moved_bytes),
+            r.pools_evacuated
+        );
+    }
+    println!(
+        "  disk: {:.1} MiB -> {:.1} MiB{}",
+        mib(r.disk_before),
+        mib(r.disk_after),
+        if r.blocks_deferred > 0 {
+            format!(
+                "; {} blocks wait for readers of older states (freed by the next commit after they move on)",
+                r.blocks_deferred
+            )
+        } else {
+            String::new()
+        }
+    );
     Ok(())
 }
 

@@ -579,6 +579,35 @@ impl Db {
         Ok(d)
     }
 
+    /// Runs the collector (with `compact`, a compaction) without the GIL; returns what it
+    /// did as a dict (the keys of `eterna gc --json`).
+    fn collect<'py>(&self, py: Python<'py>, compact: bool) -> PyResult<Bound<'py, PyDict>> {
+        let heap = self.heap.clone();
+        let r = py.detach(move || SameThread(heap.collect(compact, &mut |_, _, _| {}))).0.map_err(err)?;
+        let d = PyDict::new(py);
+        d.set_item("compacted", r.compacted)?;
+        for (k, v) in [
+            ("objects_traced", r.objects_traced),
+            ("bytes_traced", r.bytes_traced),
+            ("mark_bytes", r.mark_bytes),
+            ("garbage_blocks", r.garbage_blocks),
+            ("garbage_bytes", r.garbage_bytes),
+            ("moved_blocks", r.moved_blocks),
+            ("moved_bytes", r.moved_bytes),
+            ("pools_evacuated", r.pools_evacuated),
+            ("shared_dropped", r.shared_dropped),
+            ("blocks_deferred", r.blocks_deferred),
+            ("disk_before", r.disk_before),
+            ("disk_after", r.disk_after),
+            ("txn_id", r.txn_id),
+        ] {
+            d.set_item(k, v)?;
+        }
+        d.set_item("trace_seconds", r.trace_seconds)?;
+        d.set_item("seconds", r.seconds)?;
+        Ok(d)
+    }
+
     /// Publishes a clean state and releases the writer lock and the reader slot.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         py.detach(|| self.heap.shutdown()).map_err(err)
