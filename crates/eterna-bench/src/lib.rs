@@ -4,6 +4,7 @@
 
 pub mod churn;
 pub mod frag;
+pub mod gcbench;
 pub mod harness;
 pub mod peer;
 pub mod procmem;

@@ -62,6 +62,18 @@ impl Marks {
     }
 }
 
+/// `ceil(2^32 / (c + 1))` for each class `c`: `(n * RECIPROCAL[c]) >> 32` is `n / (c + 1)`
+/// exactly for every `n` below 2^16, and a pool has at most 1,024 granules of 16 bytes.
+const RECIPROCAL: [u64; NCLASSES] = {
+    let mut t = [0u64; NCLASSES];
+    let mut c = 0;
+    while c < NCLASSES {
+        t[c] = (1u64 << 32).div_ceil(c as u64 + 1);
+        c += 1;
+    }
+    t
+};
+
 fn not_live(off: u64) -> Corruption {
     Corruption::new(off, "reference to a block that is not allocated")
 }
@@ -74,6 +86,7 @@ impl Allocator {
 
     /// Marks the live block starting at `off`; returns whether it was unmarked. An offset
     /// that is not the start of a live block is corruption (a reference into free space).
+    #[inline]
     pub fn mark(&self, m: &mut Marks, off: u64) -> Result<bool, Corruption> {
         let a = arena_of(off);
         if !m.covers(a) {
@@ -93,8 +106,9 @@ impl Allocator {
                 }
                 let size = class_size(class - 1);
                 let rel = off - pool_base(p);
-                let k = rel / size;
-                if rel % size != 0 || rec[(D_BITMAP + k / 8) as usize] & (1 << (k % 8)) == 0 {
+                // rel / size without a division (the trace does this once per object).
+                let k = ((rel >> 4) * RECIPROCAL[class - 1]) >> 32;
+                if k * size != rel || rec[(D_BITMAP + k / 8) as usize] & (1 << (k % 8)) == 0 {
                     return Err(not_live(off));
                 }
                 (p, k, size)
@@ -251,6 +265,20 @@ impl Allocator {
         }
         for c in 0..NCLASSES {
             self.current[c] = self.st.partial[c].first().copied().unwrap_or(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reciprocals_divide_exactly() {
+        for c in 0..NCLASSES as u64 {
+            for n in 0..(1u64 << 16) {
+                assert_eq!((n * RECIPROCAL[c as usize]) >> 32, n / (c + 1), "class {c}, n {n}");
+            }
         }
     }
 }

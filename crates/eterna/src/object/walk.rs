@@ -18,6 +18,7 @@ pub fn children(mem: &[u8], off: u64) -> Result<Vec<Word>, Corruption> {
 /// Calls `f(at, word)` for every word slot of the object at `off` (the words
 /// [`children`] returns), with the slot's byte position inside the object; returns the
 /// object's size. Allocates nothing: the collector and compaction call it once per object.
+#[inline]
 pub fn for_each_slot(mem: &[u8], off: u64, mut f: impl FnMut(usize, Word)) -> Result<usize, Corruption> {
     let size = object_size(mem, off)?;
     let b = slice(mem, off, size)?;
