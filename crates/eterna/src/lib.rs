@@ -1,8 +1,9 @@
 //! eterna: an embedded object heap in a memory-mapped file.
 //!
 //! The crate is built in layers, each calling only those below it (see `docs/design.md`):
-//! [`region`] (the file and its mapping) and [`alloc`] (the size-class allocator inside
-//! it) exist today; values, transactions, the collector and the public heap API come next.
+//! [`region`] (the file and its mapping), [`alloc`] (the size-class allocator inside it),
+//! [`object`] (values), [`txn`] (transactions), [`gc`] (the collector and compaction),
+//! [`heap`] (the public API: [`Heap`], [`ReadTxn`], [`WriteTxn`]) and [`check`].
 
 pub mod alloc;
 pub mod check;
