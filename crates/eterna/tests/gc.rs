@@ -404,3 +404,40 @@ fn fragmentation_first_half_comes_back_without_compaction() {
     assert!(dropped(rss0, rss1) >= 45.0, "resident memory dropped only {:.1} %", dropped(rss0, rss1));
     assert_clean(&path);
 }
+
+#[test]
+fn a_commit_that_leaves_pools_mostly_empty_compacts_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heap");
+    let heap = Heap::open(&path, Options { durability: Durability::None, ..Options::default() }).unwrap();
+    let n = 600_000u64;
+    let mut seed = 3;
+    let items: Vec<Input> = (0..n).map(|i| Input::Str(string(i, &mut seed))).collect();
+    let mut w = heap.write().unwrap();
+    w.set(&[k("l")], &Input::List(items)).unwrap();
+    w.commit().unwrap();
+    let full = heap.stats().unwrap().disk_bytes;
+    // Keep every tenth item: nine in ten blocks of every pool become free (once the next
+    // commit reuses what this one replaced).
+    delete_where(&heap, n, |i| i % 10 != 0);
+    assert_eq!(heap.stats().unwrap().gc_compactions, 0);
+    let mut w = heap.write().unwrap();
+    w.set(&[k("tick")], &Input::Int(1)).unwrap();
+    w.commit().unwrap();
+    let s = heap.stats().unwrap();
+    assert_eq!(s.gc_compactions, 1, "the commit that freed the blocks compacts");
+    assert!(s.disk_bytes < full / 4, "disk {} of {full}", s.disk_bytes);
+    // The pools are dense now: more commits do not compact again.
+    for t in 2..5 {
+        let mut w = heap.write().unwrap();
+        w.set(&[k("tick")], &Input::Int(t)).unwrap();
+        w.commit().unwrap();
+    }
+    assert_eq!(heap.stats().unwrap().gc_compactions, 1);
+    let snap = heap.read().unwrap();
+    let Some(Value::List(l)) = snap.get(&[k("l")]).unwrap() else { panic!("no list") };
+    assert_eq!(l.len().unwrap(), n / 10);
+    drop(snap);
+    drop(heap);
+    assert_clean(&path);
+}
