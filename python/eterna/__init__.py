@@ -484,19 +484,20 @@ class Database:
         """The counters of `eterna stats --json`."""
         return self._native().stats()
 
-    def gc(self) -> dict:
+    def gc(self, young: bool = False) -> dict:
         """Frees every block the current state does not reach (objects stored in two places
         and dropped from both, what a dead writer left). Snapshots of older states keep
         what they read; their blocks are freed once they end. Returns what was found
         (`garbage_blocks`, `garbage_bytes`, `disk_before`, `disk_after`, ...). Runs without
-        the GIL, as one committed transaction."""
-        return self._native().collect(False)
+        the GIL, as one committed transaction. With `young=True`, traces and frees only
+        what this process committed since its last collection (cheap on a large old heap)."""
+        return self._native().collect("young" if young else "full")
 
     def compact(self) -> dict:
         """A collection that also rewrites sparsely used pools and lists densely as a new
         version, giving their pages back once no snapshot reads the old one. Returns what
         was done (`moved_blocks`, `moved_bytes`, `pools_evacuated`, `disk_after`, ...)."""
-        return self._native().collect(True)
+        return self._native().collect("compact")
 
     def close(self) -> None:
         """Publishes a clean state and releases the writer lock."""

@@ -452,8 +452,18 @@ def test_gc_frees_shared_garbage_and_keeps_the_rest(db):
     assert db.root["keep"][99] == "kept value number 99"
     again = db.gc()
     assert again["garbage_blocks"] == 0
+    # A young collection traces only what was committed since the last collection.
+    with db.transaction() as root:
+        root["c"] = ["young value number %d" % i for i in range(500)]
+        root["d"] = root["c"]
+    with db.transaction() as root:
+        del root["c"]
+        del root["d"]
+    young = db.gc(young=True)
+    assert young["young"] and young["garbage_blocks"] > 500
+    assert young["objects_traced"] < 50
     s = db.stats()
-    assert s["gc_collections"] == 2 and s["gc_compactions"] == 0
+    assert s["gc_collections"] == 3 and s["gc_compactions"] == 0
     assert s["gc_bytes_freed"] >= report["garbage_bytes"]
 
 

@@ -278,7 +278,8 @@ fn collect(path: PathBuf, compact: bool, json: bool) -> Result<(), Failure> {
         bar.set_length(total.max(done));
         bar.set_position(done);
     };
-    let r = heap.collect(compact, &mut progress).map_err(txn_failure)?;
+    let kind = if compact { eterna::gc::Kind::Compact } else { eterna::gc::Kind::Full };
+    let r = heap.collect(kind, &mut progress).map_err(txn_failure)?;
     bar.finish_and_clear();
     heap.close().map_err(txn_failure)?;
     if json {

@@ -579,13 +579,20 @@ impl Db {
         Ok(d)
     }
 
-    /// Runs the collector (with `compact`, a compaction) without the GIL; returns what it
-    /// did as a dict (the keys of `eterna gc --json`).
-    fn collect<'py>(&self, py: Python<'py>, compact: bool) -> PyResult<Bound<'py, PyDict>> {
+    /// Runs the collector without the GIL: `kind` is "young", "full" or "compact". Returns
+    /// what it did as a dict (the keys of `eterna gc --json`).
+    fn collect<'py>(&self, py: Python<'py>, kind: &str) -> PyResult<Bound<'py, PyDict>> {
+        let kind = match kind {
+            "young" => eterna::gc::Kind::Young,
+            "full" => eterna::gc::Kind::Full,
+            "compact" => eterna::gc::Kind::Compact,
+            other => return Err(PyValueError::new_err(format!("unknown collection kind {other:?}"))),
+        };
         let heap = self.heap.clone();
-        let r = py.detach(move || SameThread(heap.collect(compact, &mut |_, _, _| {}))).0.map_err(err)?;
+        let r = py.detach(move || SameThread(heap.collect(kind, &mut |_, _, _| {}))).0.map_err(err)?;
         let d = PyDict::new(py);
         d.set_item("compacted", r.compacted)?;
+        d.set_item("young", r.young)?;
         for (k, v) in [
             ("objects_traced", r.objects_traced),
             ("bytes_traced", r.bytes_traced),

@@ -34,6 +34,19 @@ const EVACUATE_DEN: u64 = 8;
 /// How often progress is reported, in objects.
 const PROGRESS_EVERY: u64 = 1 << 16;
 
+/// Which collection to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Trace only what was allocated since the last collection (the young generation):
+    /// committed objects are immutable, so an older object never refers to a younger
+    /// one, and nothing older needs tracing. Frees young garbage only.
+    Young,
+    /// Trace everything the root reaches; free every unreachable block.
+    Full,
+    /// A full collection that also rewrites sparse pools and lists densely.
+    Compact,
+}
+
 /// The step a collection is in, for progress reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -54,6 +67,8 @@ pub type Progress<'a> = &'a mut dyn FnMut(Phase, u64, u64);
 pub struct Report {
     /// Whether the live graph was also rewritten.
     pub compacted: bool,
+    /// Whether only the young generation was traced.
+    pub young: bool,
     /// Blocks the current root reaches (marked).
     pub objects_traced: u64,
     /// Their usable bytes.
@@ -91,12 +106,13 @@ impl Report {
     pub fn to_json(&self) -> String {
         format!(
             concat!(
-                "{{\"compacted\":{},\"objects_traced\":{},\"bytes_traced\":{},\"mark_bytes\":{},",
+                "{{\"compacted\":{},\"young\":{},\"objects_traced\":{},\"bytes_traced\":{},\"mark_bytes\":{},",
                 "\"garbage_blocks\":{},\"garbage_bytes\":{},\"moved_blocks\":{},\"moved_bytes\":{},",
                 "\"pools_evacuated\":{},\"shared_dropped\":{},\"blocks_deferred\":{},",
                 "\"disk_before\":{},\"disk_after\":{},\"trace_seconds\":{:.6},\"seconds\":{:.6},\"txn_id\":{}}}"
             ),
             self.compacted,
+            self.young,
             self.objects_traced,
             self.bytes_traced,
             self.mark_bytes,
@@ -130,6 +146,18 @@ pub fn trace(
     marks: &mut Marks,
     progress: Progress<'_>,
 ) -> Result<(), Corruption> {
+    trace_within(alloc, roots, None, marks, progress)
+}
+
+/// [`trace`], descending only into blocks in `young` when it is given: everything else is
+/// older than all of them, so it refers to nothing young.
+fn trace_within(
+    alloc: &Allocator,
+    roots: &[Word],
+    young: Option<&OffsetSet>,
+    marks: &mut Marks,
+    progress: Progress<'_>,
+) -> Result<(), Corruption> {
     let mem = alloc.region().as_slice();
     let total = alloc.live_block_count();
     let mut stack: Vec<u64> = Vec::with_capacity(1024);
@@ -144,7 +172,7 @@ pub fn trace(
     }
     let mut done = 0u64;
     while let Some(off) = stack.pop() {
-        if !alloc.mark(marks, off)? {
+        if young.is_some_and(|y| !y.contains(off)) || !alloc.mark(marks, off)? {
             continue;
         }
         walk::for_each_slot(mem, off, |_, w| push(&mut stack, w, &mut bad))?;
@@ -169,6 +197,20 @@ fn shared_offsets(mem: &[u8], root: Word) -> Result<Vec<u64>, Corruption> {
             Imm::Int(off) if off > 0 && off % 16 == 0 => out.push(off as u64),
             _ => return Err(Corruption::new(w.0, "shared-set entry is not an offset")),
         }
+    }
+    Ok(out)
+}
+
+/// The nodes of the shared-object set at `root` (its entries are integers, not references).
+fn shared_nodes(mem: &[u8], root: Word) -> Result<Vec<u64>, Corruption> {
+    let mut out = Vec::new();
+    let mut stack: Vec<u64> = root.as_ref().into_iter().collect();
+    while let Some(off) = stack.pop() {
+        if out.len() > 1 << 40 {
+            return Err(Corruption::new(off, "shared set without end"));
+        }
+        out.push(off);
+        walk::for_each_slot(mem, off, |_, w| stack.extend(w.as_ref()))?;
     }
     Ok(out)
 }
@@ -381,26 +423,37 @@ fn choose_pools(alloc: &Allocator, marks: &Marks) -> Result<Vec<u32>, Corruption
 /// Runs a collection (and with `compact`, a compaction) inside the write transaction
 /// `st`, which must have made no change yet. Sets `st.root` and `st.shared` to the new
 /// version and pushes everything to free onto `st.retired`; the caller commits.
+///
+/// `young` holds every block allocated since the last collection; a young collection
+/// traces and frees only those.
 pub(crate) fn collect(
     alloc: &mut Allocator,
     st: &mut WriteState,
     pending: &Pending,
     seed: u64,
-    compact: bool,
+    kind: Kind,
+    young: &OffsetSet,
     progress: Progress<'_>,
 ) -> Result<Report, TxnError> {
-    let mut report = Report { compacted: compact, ..Report::default() };
+    let compact = kind == Kind::Compact;
+    let young = (kind == Kind::Young).then_some(young);
+    let mut report = Report { compacted: compact, young: young.is_some(), ..Report::default() };
     let total = alloc.live_block_count();
     let started = Instant::now();
     let mut marks = alloc.new_marks();
-    trace(alloc, &[st.root], &mut marks, progress)?;
+    trace_within(alloc, &[st.root], young, &mut marks, progress)?;
     report.trace_seconds = started.elapsed().as_secs_f64();
     report.objects_traced = marks.marked();
     report.bytes_traced = marks.marked_bytes();
     report.mark_bytes = marks.footprint();
 
     let old_shared = shared_offsets(alloc.region().as_slice(), st.shared)?;
-    let live_shared: Vec<u64> = old_shared.iter().copied().filter(|&o| alloc.is_marked(&marks, o)).collect();
+    // An old object a young collection did not trace is taken as live.
+    let live_shared: Vec<u64> = old_shared
+        .iter()
+        .copied()
+        .filter(|&o| alloc.is_marked(&marks, o) || young.is_some_and(|y| !y.contains(o)))
+        .collect();
     report.shared_dropped = (old_shared.len() - live_shared.len()) as u64;
 
     let mut memo = Memo::default();
@@ -437,9 +490,15 @@ pub(crate) fn collect(
         memo = mover.memo;
     }
 
-    // The shared set: rebuilt when entries died or objects moved, else kept (and marked).
+    // The shared set: rebuilt when entries died or objects moved (its old nodes retired),
+    // else kept. Either way its old nodes are marked, so that the sweep leaves them alone.
     let renumbered = live_shared.iter().any(|o| memo.get(o).is_some_and(|n| n != o));
+    let old_nodes = shared_nodes(alloc.region().as_slice(), st.shared)?;
+    for &n in &old_nodes {
+        alloc.mark(&mut marks, n)?;
+    }
     if report.shared_dropped > 0 || renumbered {
+        st.retired.extend(old_nodes);
         let mut entries: Vec<(u64, [u64; 3])> = Vec::with_capacity(live_shared.len());
         for &o in &live_shared {
             let n = memo.get(&o).copied().unwrap_or(o);
@@ -450,8 +509,6 @@ pub(crate) fn collect(
         let mut tx = st.tx(alloc, seed);
         let new = champ::build(&mut tx, &entries, false)?;
         st.shared = new;
-    } else {
-        trace(alloc, &[st.shared], &mut marks, &mut |_, _, _| {})?;
     }
 
     // Sweep: whatever is live, unmarked, not created here and not already queued.
@@ -462,7 +519,7 @@ pub(crate) fn collect(
     let unmarked = alloc.unmarked(&marks)?;
     progress(Phase::Sweep, 0, unmarked.len() as u64);
     for b in unmarked {
-        if st.fresh.contains(b) || queued.contains(b) {
+        if st.fresh.contains(b) || queued.contains(b) || young.is_some_and(|y| !y.contains(b)) {
             continue;
         }
         report.garbage_blocks += 1;

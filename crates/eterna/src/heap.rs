@@ -61,6 +61,7 @@ struct Writer {
     alloc: Allocator, // the allocator, owning the read-write mapping
     pending: Pending, // blocks replaced by commits, waiting for readers
     auto_ratio: u64,  // automatic compaction's current threshold, see `AUTO_COMPACT_RATIO`
+    young: OffsetSet, // blocks committed since the last collection (the young generation)
     _lock: File,      // holds the writer lock (flock) until the heap closes
 }
 
@@ -198,7 +199,13 @@ impl Heap {
         // from here on is recovered at the next writer's start.
         let meta = *alloc.meta();
         alloc.publish(meta.root, meta.shared, META_WRITER, Durability::Full)?;
-        Ok(Writer { alloc, pending: Pending::default(), auto_ratio: AUTO_COMPACT_RATIO, _lock: lock })
+        Ok(Writer {
+            alloc,
+            pending: Pending::default(),
+            auto_ratio: AUTO_COMPACT_RATIO,
+            young: OffsetSet::default(),
+            _lock: lock,
+        })
     }
 
     /// Frees what a dead writer's transaction left allocated: traces the committed state
@@ -329,7 +336,15 @@ impl Heap {
     /// no earlier commit already queued, is freed once no snapshot pins an older state.
     /// Never writes an object page. One committed transaction (fully synced).
     pub fn gc(&self) -> Result<gc::Report, TxnError> {
-        self.collect(false, &mut |_, _, _| {})
+        self.collect(gc::Kind::Full, &mut |_, _, _| {})
+    }
+
+    /// A young collection: traces only what this process committed since its last
+    /// collection (committed objects never refer to younger ones, so nothing older needs
+    /// tracing and no write barrier exists), and frees the young garbage. Cheap when most
+    /// of the heap is old; [`gc`](Self::gc) frees the rest.
+    pub fn gc_young(&self) -> Result<gc::Report, TxnError> {
+        self.collect(gc::Kind::Young, &mut |_, _, _| {})
     }
 
     /// Compacts: a collection that also copies the objects of sparsely used small pools
@@ -337,23 +352,25 @@ impl Heap {
     /// older states keep reading the old blocks, which are freed (and their pools given
     /// back) once those readers move on.
     pub fn compact(&self) -> Result<gc::Report, TxnError> {
-        self.collect(true, &mut |_, _, _| {})
+        self.collect(gc::Kind::Compact, &mut |_, _, _| {})
     }
 
-    /// [`gc`](Self::gc) (or with `compact`, [`compact`](Self::compact)) reporting progress.
-    pub fn collect(&self, compact: bool, progress: gc::Progress<'_>) -> Result<gc::Report, TxnError> {
+    /// A collection of the given kind, reporting progress.
+    pub fn collect(&self, kind: gc::Kind, progress: gc::Progress<'_>) -> Result<gc::Report, TxnError> {
         let started = Instant::now();
         let mut t = self.write()?;
         let seed = self.seed;
         let w = t.guard.as_mut().expect("a write transaction holds a writer");
         let disk_before = w.alloc.region().sizes()?.1;
-        let mut report = gc::collect(&mut w.alloc, &mut t.st, &w.pending, seed, compact, progress)?;
+        let mut report = gc::collect(&mut w.alloc, &mut t.st, &w.pending, seed, kind, &w.young, progress)?;
         report.disk_before = disk_before;
         let txn = t.commit_with(Durability::Full, false)?;
         // The state is fully synced, so a power cut falls back to no state older than
         // `txn`: what it retired may be freed as soon as no snapshot pins an older state.
         let mut guard = self.writer();
         let w = guard.as_mut().expect("the writer stays set up");
+        // Everything committed so far is old now: what survived was traced or is older.
+        w.young.clear();
         fence(Ordering::SeqCst);
         w.pending.free_up_to(&mut w.alloc, self.table.oldest(txn).min(txn))?;
         let meta = *w.alloc.meta();
@@ -609,6 +626,11 @@ impl WriteTxn<'_> {
     fn commit_with(mut self, durability: Durability, auto: bool) -> Result<u64, TxnError> {
         let heap = self.heap;
         let w = self.guard.as_mut().expect("writer");
+        if !self.st.poisoned {
+            for &b in &self.st.born_log {
+                w.young.insert(b);
+            }
+        }
         let txn = self.st.finish(&mut w.alloc, durability)?;
         let retired = std::mem::take(&mut self.st.retired);
         w.pending.push(txn, retired);

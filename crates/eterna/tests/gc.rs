@@ -441,3 +441,57 @@ fn a_commit_that_leaves_pools_mostly_empty_compacts_by_itself() {
     drop(heap);
     assert_clean(&path);
 }
+
+/// Stores a list of `n` strings at `a`, the same list at `b` (shared), commits, then
+/// deletes both and commits: the list becomes shared garbage.
+fn make_shared_garbage(heap: &Heap, tag: &str, n: usize) {
+    let mut w = heap.write().unwrap();
+    let items: Vec<Input> = (0..n).map(|i| Input::Str(format!("{tag} garbage item {i}"))).collect();
+    w.set(&[k(&format!("{tag}-a"))], &Input::List(items)).unwrap();
+    let a = w.share(&[k(&format!("{tag}-a"))]).unwrap().unwrap();
+    w.set(&[k(&format!("{tag}-b"))], &a).unwrap();
+    w.commit().unwrap();
+    let mut w = heap.write().unwrap();
+    w.del(&[k(&format!("{tag}-a"))]).unwrap();
+    w.del(&[k(&format!("{tag}-b"))]).unwrap();
+    w.commit().unwrap();
+}
+
+#[test]
+fn a_young_collection_traces_and_frees_only_the_young() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heap");
+    let heap = open(&path);
+    let mut seed = 5;
+    let old: Vec<Input> = (0..50_000).map(|i| Input::Str(string(i, &mut seed))).collect();
+    let mut w = heap.write().unwrap();
+    w.set(&[k("old")], &Input::List(old)).unwrap();
+    w.commit().unwrap();
+    make_shared_garbage(&heap, "old", 1000);
+    drop(heap);
+    // A new process (here: a new handle) starts with everything old.
+    let heap = open(&path);
+    make_shared_garbage(&heap, "young", 3000);
+    let unreachable = check(&path).unwrap().unreachable_blocks;
+    let r = heap.gc_young().unwrap();
+    assert!(r.young);
+    assert!(r.objects_traced < 100, "a young collection traced {} objects", r.objects_traced);
+    assert!(r.garbage_blocks >= 3000, "{r:?}");
+    assert!(r.garbage_blocks < unreachable, "the old garbage is not young: {r:?}");
+    assert_eq!(r.shared_dropped, 1);
+    drop(heap);
+    let after = assert_clean(&path);
+    assert!(after.unreachable_blocks >= 1000, "{after:?}");
+    // The old list is intact, and a full collection frees the old garbage.
+    let heap = open(&path);
+    let full = heap.gc().unwrap();
+    assert!(full.objects_traced > 50_000);
+    assert!(full.garbage_blocks >= 1000);
+    assert_eq!(full.shared_dropped, 1);
+    let snap = heap.read().unwrap();
+    let Some(Value::List(l)) = snap.get(&[k("old")]).unwrap() else { panic!("no list") };
+    assert_eq!(l.len().unwrap(), 50_000);
+    drop(snap);
+    drop(heap);
+    assert_eq!(assert_clean(&path).unreachable_blocks, 0);
+}
