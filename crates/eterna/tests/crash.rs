@@ -1,6 +1,7 @@
-//! Crash: a child process commits in a loop and is killed with SIGKILL at random moments,
-//! 200 times over the test. After each kill the heap reopens (recovering the dead
-//! writer's transaction) to exactly a committed prefix of the writes, and `check` passes.
+//! Crash: a child process commits in a loop (collecting and compacting now and then) and is
+//! killed with SIGKILL at random moments, 200 times over the test. After each kill the heap
+//! reopens (recovering the dead writer's transaction) to exactly a committed prefix of the
+//! writes, and `check` passes.
 
 use eterna::{Durability, Heap, Input, Key, Options, Value};
 use std::io::Write;
@@ -40,6 +41,14 @@ fn child(path: &str, durability: Durability) {
         w.commit().unwrap();
         writeln!(out, "\nC {i}").unwrap();
         out.flush().unwrap();
+        // Collections and compactions get killed half-way too.
+        if i % 13 == 0 {
+            heap.compact().unwrap();
+        } else if i % 11 == 0 {
+            heap.gc().unwrap();
+        } else if i % 5 == 0 {
+            heap.gc_young().unwrap();
+        }
     }
 }
 

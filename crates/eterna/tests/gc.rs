@@ -327,7 +327,10 @@ fn fragmentation_random_half_comes_back_after_compaction() {
         mix(&mut x) % 2 == 0
     });
     heap.gc().unwrap();
+    drop(heap);
+    assert_clean(&path);
     let collected = disk(&path);
+    let heap = open(&path);
     let report = heap.compact().unwrap();
     drop(heap);
     let disk1 = disk(&path);
