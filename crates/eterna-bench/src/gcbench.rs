@@ -315,7 +315,7 @@ pub fn main(args: &[String]) -> ExitCode {
     let et_ns = get("trace_seconds").zip(get("objects")).map(|(s, o)| s * 1e9 / o);
     let _ = writeln!(
         out,
-        "| eterna (mark) | {} | {} ms | {} | {} mark bits (collector memory) + {} bytes of side metadata in the file; no header | {} |",
+        "| eterna (mark) | {} | {} ms | {} | {} mark bits in collector memory (one per block, with the row index) + {} bytes of side metadata in the file (pool records: one live bit per block slot); no header | {} |",
         fixed(get("objects"), 0),
         fixed(get("trace_seconds").map(|s| s * 1e3), 1),
         fixed(et_ns, 1),

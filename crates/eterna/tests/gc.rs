@@ -122,21 +122,24 @@ fn a_collection_writes_no_object_page() {
         }
     }
     w.commit().unwrap();
-    // One more commit frees what the deletions replaced (reuse waits one commit), so that
-    // the collection's own commit has nothing else to free.
+    // A snapshot pins this state, so nothing replaced after it (by the next commit or the
+    // collection) is freed or punched: every page that changes can only have been written.
+    // The next commit frees what the deletions replaced (reuse waits one commit).
+    let pin = heap.read().unwrap();
     let mut w = heap.write().unwrap();
     w.set(&[k("tick")], &Input::Int(1)).unwrap();
     w.commit().unwrap();
-    // A snapshot pins the state before the collection, so nothing it retires is freed (or
-    // punched) yet: every page that changes can only have been written.
-    let pin = heap.read().unwrap();
-    let live_before: Vec<u64> = Allocator::open(&path, Access::ReadOnly)
-        .unwrap()
-        .live_blocks()
-        .unwrap()
-        .iter()
-        .map(|b| b.0)
-        .collect();
+    let live_before = Allocator::open(&path, Access::ReadOnly).unwrap().live_blocks().unwrap();
+    // Object pages: those holding a live block. (Pages of empty spare pools hold stale
+    // bytes until a release pass punches them.)
+    let mut holding = std::collections::HashSet::new();
+    for &(off, size) in &live_before {
+        for p in (off / 4096)..(off + size).div_ceil(4096) {
+            holding.insert(p * 4096);
+        }
+    }
+    let live_before: Vec<u64> = live_before.iter().map(|b| b.0).collect();
+    assert!(holding.len() > 20, "only {} object pages to watch", holding.len());
     let pages_before = object_pages(&path);
     let report = heap.gc().unwrap();
     assert!(report.garbage_blocks > 13 * 200, "{report:?}");
@@ -155,9 +158,25 @@ fn a_collection_writes_no_object_page() {
     }
     let changed: Vec<u64> = pages_before
         .iter()
-        .filter(|(off, sum)| pages_after.get(off) != Some(sum) && !written_by_commit.contains(off))
+        .filter(|(off, sum)| {
+            holding.contains(off) && pages_after.get(off) != Some(sum) && !written_by_commit.contains(off)
+        })
         .map(|(off, _)| *off)
         .collect();
+    if !changed.is_empty() {
+        eprintln!("DEBUG report {report:?}");
+        let after_blocks = alloc.live_blocks().unwrap();
+        for &pg in &changed {
+            eprintln!(
+                "DEBUG page {pg:x}: before {:?}",
+                before.iter().filter(|&&b| b / 4096 == pg / 4096).collect::<Vec<_>>()
+            );
+            eprintln!(
+                "DEBUG page {pg:x}: after {:?}",
+                after_blocks.iter().filter(|b| b.0 / 4096 == pg / 4096).collect::<Vec<_>>()
+            );
+        }
+    }
     assert!(changed.is_empty(), "the collection wrote {} object pages: {changed:x?}", changed.len());
     assert!(written_by_commit.len() <= 4, "the new shared set took {} pages", written_by_commit.len());
     // The pinned snapshot still reads every list it could see.

@@ -1,7 +1,9 @@
 //! Mark bits for the tracing collector: a side bitmap in the collector's memory, one bit
-//! per block, laid out like the allocator's live bitmaps (one 1,024-bit row per pool), so
-//! that a sweep is `live & !marked`, a word at a time. Marking reads the side metadata to
-//! validate an offset and never touches an object page.
+//! per block, laid out like the allocator's live bitmaps (a row per pool, bit *k* for
+//! block *k*), so that a sweep is `live & !marked`, a word at a time. A row is as long as
+//! its pool's class needs (512 bits for 32-byte blocks), so the marks cost one bit per
+//! block. Marking reads the side metadata to validate an offset and never touches an
+//! object page.
 
 use super::allocator::Allocator;
 use super::layout::*;
@@ -9,15 +11,18 @@ use super::state::popcount;
 use crate::error::Corruption;
 use crate::format::{PAGE, POOLS_PER_ARENA};
 
-/// One row of mark bits: a small pool's blocks, or a large arena's pages (in the row of
-/// its pool 0), or a huge object (bit 0 of its first arena's row 0).
-type Row = [u64; 16];
+/// A pool with no row (not in use when the marks were made).
+const NO_ROW: u32 = u32::MAX;
 
-/// The collector's mark bits for one trace.
+/// The collector's mark bits for one trace. Rows: a small pool's blocks; a large arena's
+/// pages (bit *p* for the run starting at page *p*, in the row of its pool 0); a huge
+/// object (bit 0 of the row of its first arena's pool 0).
 pub struct Marks {
-    rows: Vec<Row>, // [pool id]
-    marked: u64,    // bits set
-    bytes: u64,     // usable bytes of the marked blocks
+    start: Vec<u32>, // [pool id]: the row's first word in `words`, or NO_ROW
+    width: Vec<u8>,  // [pool id]: the row's words (0 for none)
+    words: Vec<u64>, // every row, one after another
+    marked: u64,     // bits set
+    bytes: u64,      // usable bytes of the marked blocks
 }
 
 impl Marks {
@@ -31,14 +36,31 @@ impl Marks {
         self.bytes
     }
 
-    /// Bytes of memory the mark bitmaps occupy.
+    /// Bytes of memory the mark bitmaps occupy (the rows, and one index entry per pool).
     pub fn footprint(&self) -> u64 {
-        (self.rows.len() * std::mem::size_of::<Row>()) as u64
+        (self.words.len() * 8 + self.start.len() * 5) as u64
+    }
+
+    /// Bytes of the mark bits alone.
+    pub fn bits_bytes(&self) -> u64 {
+        self.words.len() as u64 * 8
+    }
+
+    /// The row of pool `row`, empty if it has none.
+    #[inline]
+    fn row(&self, row: u32) -> &[u64] {
+        match self.start.get(row as usize) {
+            Some(&s) if s != NO_ROW => {
+                &self.words[s as usize..s as usize + self.width[row as usize] as usize]
+            }
+            _ => &[],
+        }
     }
 
     #[inline]
     fn set(&mut self, row: u32, bit: u64) -> bool {
-        let w = &mut self.rows[row as usize][(bit / 64) as usize]; // callers check `covers`
+        let Some(&s) = self.start.get(row as usize).filter(|&&s| s != NO_ROW) else { return false };
+        let w = &mut self.words[s as usize + (bit / 64) as usize];
         let m = 1u64 << (bit % 64);
         let new = *w & m == 0;
         *w |= m;
@@ -47,18 +69,22 @@ impl Marks {
 
     #[inline]
     fn get(&self, row: u32, bit: u64) -> bool {
-        self.rows.get(row as usize).is_some_and(|r| r[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
+        match self.start.get(row as usize) {
+            Some(&s) if s != NO_ROW => self.words[s as usize + (bit / 64) as usize] & (1 << (bit % 64)) != 0,
+            _ => false,
+        }
     }
 
-    /// Whether arena `a` existed when these marks were made (later arenas hold only blocks
+    /// Whether pool `row` had a row when these marks were made (blocks elsewhere were
     /// created since, which the caller accounts for).
-    fn covers(&self, a: u64) -> bool {
-        ((a + 1) * POOLS_PER_ARENA) as usize <= self.rows.len()
+    #[inline]
+    fn has_row(&self, row: u32) -> bool {
+        self.start.get(row as usize).is_some_and(|&s| s != NO_ROW)
     }
 
     /// Marked blocks in small pool `p`.
     pub fn in_pool(&self, p: u32) -> u64 {
-        self.rows.get(p as usize).map_or(0, |r| r.iter().map(|w| w.count_ones() as u64).sum())
+        self.row(p).iter().map(|w| w.count_ones() as u64).sum()
     }
 }
 
@@ -79,9 +105,36 @@ fn not_live(off: u64) -> Corruption {
 }
 
 impl Allocator {
-    /// Empty mark bits covering every arena of the heap.
+    /// Empty mark bits for every block live now: a row per small pool in use (as many
+    /// bits as its class has blocks), per large arena and per huge object.
     pub fn new_marks(&self) -> Marks {
-        Marks { rows: vec![[0; 16]; self.st.arenas.len() * POOLS_PER_ARENA as usize], marked: 0, bytes: 0 }
+        let pools = self.st.arenas.len() * POOLS_PER_ARENA as usize;
+        let (mut start, mut width) = (vec![NO_ROW; pools], vec![0u8; pools]);
+        let mut len = 0usize;
+        let mut row = |p: u32, words: usize| {
+            start[p as usize] = len as u32;
+            width[p as usize] = words as u8;
+            len += words;
+        };
+        for (a, ar) in self.st.arenas.iter().enumerate() {
+            let a = a as u32;
+            match ar.kind {
+                kind::SMALL => {
+                    for i in 1..POOLS_PER_ARENA {
+                        let p = pool_id(a, i);
+                        let Ok(rec) = self.region.bytes(record_off(p), D_BITMAP as usize) else { continue };
+                        let class = rec[D_CLASS as usize] as usize;
+                        if rec[D_STATE as usize] == state::IN_USE && (1..=NCLASSES).contains(&class) {
+                            row(p, (class_cap(class - 1) as usize).div_ceil(64));
+                        }
+                    }
+                }
+                kind::LARGE => row(pool_id(a, 0), 4),
+                kind::HUGE => row(pool_id(a, 0), 1),
+                _ => {}
+            }
+        }
+        Marks { start, width, words: vec![0; len], marked: 0, bytes: 0 }
     }
 
     /// Marks the live block starting at `off`; returns whether it was unmarked. An offset
@@ -89,9 +142,6 @@ impl Allocator {
     #[inline]
     pub fn mark(&self, m: &mut Marks, off: u64) -> Result<bool, Corruption> {
         let a = arena_of(off);
-        if !m.covers(a) {
-            return Err(not_live(off));
-        }
         let kind = self.st.arenas.get(a as usize).ok_or_else(|| not_live(off))?.kind;
         let (row, bit, size) = match kind {
             kind::SMALL => {
@@ -129,6 +179,9 @@ impl Allocator {
             }
             _ => return Err(not_live(off)),
         };
+        if !m.has_row(row) {
+            return Err(not_live(off)); // a block created after the marks were made
+        }
         let new = m.set(row, bit);
         if new {
             m.marked += 1;
@@ -158,7 +211,7 @@ impl Allocator {
     /// The sweep: every live block that is not marked, in address order.
     pub fn unmarked(&self, m: &Marks) -> Result<Vec<u64>, Corruption> {
         let mut out = Vec::new();
-        for (a, ar) in self.st.arenas.iter().enumerate().filter(|&(a, _)| m.covers(a as u64)) {
+        for (a, ar) in self.st.arenas.iter().enumerate() {
             let a = a as u32;
             match ar.kind {
                 kind::SMALL => {
@@ -170,9 +223,10 @@ impl Allocator {
                         }
                         let size = class_size(rec[D_CLASS as usize] as usize - 1);
                         let bits = &rec[D_BITMAP as usize..];
+                        let marks = m.row(p);
                         for (w, chunk) in bits.chunks_exact(8).enumerate() {
                             let live = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-                            let mut dead = live & !m.rows[p as usize][w];
+                            let mut dead = live & !marks.get(w).copied().unwrap_or(0);
                             while dead != 0 {
                                 let k = w as u64 * 64 + dead.trailing_zeros() as u64;
                                 out.push(pool_base(p) + k * size);
