@@ -169,7 +169,7 @@ fn reader_rss(path: &Path) -> Result<u64, Box<dyn std::error::Error>> {
 
 /// One object-level fragmentation run on eterna: disk and reader RSS returned after the
 /// deletions and a `gc`, then after a `compact`.
-fn eterna_frag(pattern: &str, n: usize, dir: &Path) -> Result<Value, Box<dyn std::error::Error>> {
+pub fn eterna_frag(pattern: &str, n: usize, dir: &Path) -> Result<Value, Box<dyn std::error::Error>> {
     let path = dir.join(format!("frag-{pattern}.eterna"));
     let _ = std::fs::remove_file(&path);
     let opts = Options { durability: Durability::None, auto_compact: false, ..Options::default() };

@@ -68,10 +68,19 @@ enum Command {
     },
     /// Show the problems eterna solves, measured live, side by side with CPython.
     Demo {
-        /// Blocks per experiment.
+        /// Entries (or strings) per step.
         #[arg(long, default_value_t = 1_000_000)]
         n: usize,
+        /// Reader processes in the fork step.
+        #[arg(long, default_value_t = 4)]
+        readers: usize,
+        /// Keep the demo's files in this directory instead of a temporary one.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
+    /// A helper process of `eterna demo`.
+    #[command(hide = true)]
+    DemoChild { role: String, path: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -133,7 +142,8 @@ fn main() -> ExitCode {
         Command::Gc { path, json } => collect(path, false, json),
         Command::Compact { path, json } => collect(path, true, json),
         Command::Bench { workload } => bench(workload),
-        Command::Demo { n } => demo::run(n),
+        Command::Demo { n, readers, dir } => demo::run(n, readers, dir),
+        Command::DemoChild { role, path } => demo::child(&role, &path),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -186,3 +186,43 @@ fn check_on_damaged_files_exits_0_or_1_and_never_crashes() {
     }
     assert!(corrupt > 0, "no damage was found in 40 damaged files");
 }
+
+#[test]
+fn demo_runs_every_step_and_passes() {
+    let out = eterna(&["demo", "--n", "20000", "--readers", "2"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "demo failed: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+    for step in [
+        "readers sharing the data",
+        "delete a random half",
+        "restart, then read one entry",
+        "writer killed mid-transaction",
+    ] {
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(step))
+            .unwrap_or_else(|| panic!("no summary row for {step}:\n{text}"));
+        assert!(!row.contains("failed"), "{row}");
+    }
+    assert!(text.contains("nothing leaked"), "{text}");
+}
+
+#[test]
+fn gc_and_compact_report_what_they_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heap");
+    let p = path.to_str().unwrap();
+    let items: Vec<String> = (0..3000).map(|i| format!("\"a string long enough number {i}\"")).collect();
+    assert!(eterna(&["set", p, "l", &format!("[{}]", items.join(","))]).status.success());
+    let r = json(&eterna(&["gc", p, "--json"]));
+    assert_eq!(r["garbage_blocks"], 0);
+    assert!(r["objects_traced"].as_u64().unwrap() > 3000);
+    let r = json(&eterna(&["compact", p, "--json"]));
+    assert_eq!(r["compacted"], true);
+    let s = json(&eterna(&["stats", p, "--json"]));
+    assert_eq!(s["gc_collections"], 2);
+    assert_eq!(s["gc_compactions"], 1);
+    let text = String::from_utf8_lossy(&eterna(&["gc", p]).stdout).to_string();
+    assert!(text.contains("collected") && text.contains("garbage freed"), "{text}");
+    assert!(eterna(&["check", p]).status.success());
+}
