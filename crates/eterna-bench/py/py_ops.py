@@ -618,6 +618,11 @@ def main():
     info["command"] = "python3 " + " ".join(argv)
     M, text = summarize(a, results, info)
     print(text)
+    data_dir = os.environ.get("ETERNA_BENCH_DATA")
+    if data_dir:  # raw results for the charts (crates/eterna-bench/py/charts.py)
+        os.makedirs(data_dir, exist_ok=True)
+        with open(os.path.join(data_dir, "pyops.json"), "w") as f:
+            json.dump(results, f)
     if a.write:
         write_section(a.write, text)
 

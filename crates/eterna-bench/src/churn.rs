@@ -2,7 +2,7 @@
 //! free them all, allocate N again; time it and watch what memory comes back in between.
 
 use crate::frag::pct;
-use crate::procmem::{peak_rss_kib, rss_kib};
+use crate::procmem::{peak_rss_kib, rss_kib, Series};
 use eterna::Allocator;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -42,6 +42,8 @@ struct Phases {
     peak: u64,
     /// Disk in KiB after each phase, for eterna.
     disk: Option<[u64; 3]>,
+    /// RSS through the three phases.
+    series: Series,
 }
 
 /// Runs the three phases, reading RSS (and disk) after each, untimed.
@@ -51,10 +53,12 @@ fn phases<R: Records>(r: &mut R, n: usize) -> Result<Phases, Box<dyn std::error:
     // baseline is read.
     hs.resize_with(n, || None);
     let base = rss_kib();
+    let mut series = Series::new(3 * n as u64, base);
 
     let t = Instant::now();
     for (i, h) in hs.iter_mut().enumerate() {
         *h = Some(r.alloc(i as u64)?);
+        series.tick();
     }
     let alloc1_s = t.elapsed().as_secs_f64();
     let rss_full = rss_kib().saturating_sub(base);
@@ -65,6 +69,7 @@ fn phases<R: Records>(r: &mut R, n: usize) -> Result<Phases, Box<dyn std::error:
         if let Some(h) = h.take() {
             r.free(h)?;
         }
+        series.tick();
     }
     r.give_back()?;
     let free_s = t.elapsed().as_secs_f64();
@@ -74,6 +79,7 @@ fn phases<R: Records>(r: &mut R, n: usize) -> Result<Phases, Box<dyn std::error:
     let t = Instant::now();
     for (i, h) in hs.iter_mut().enumerate() {
         *h = Some(r.alloc(i as u64)?);
+        series.tick();
     }
     let alloc2_s = t.elapsed().as_secs_f64();
     let rss_again = rss_kib().saturating_sub(base);
@@ -96,6 +102,7 @@ fn phases<R: Records>(r: &mut R, n: usize) -> Result<Phases, Box<dyn std::error:
             (Some(a), Some(b), Some(c)) => Some([a, b, c]),
             _ => None,
         },
+        series,
     })
 }
 
@@ -117,6 +124,7 @@ impl Phases {
             "rss_again_kib": self.rss_again,
             "rss_returned_pct": pct(self.rss_full, self.rss_freed),
             "peak_rss_kib": self.peak,
+            "series": self.series.json(),
         });
         if let Some(d) = self.disk {
             v["disk_full_kib"] = json!(d[0]);

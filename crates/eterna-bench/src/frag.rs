@@ -1,7 +1,7 @@
 //! The fragmentation workload (pymalloc's experiment): allocate N blocks of string-like
 //! sizes, free a random half, the first half, or all but 47, and measure what comes back.
 
-use crate::procmem::{peak_rss_kib, rss_kib};
+use crate::procmem::{peak_rss_kib, rss_kib, Series};
 use crate::rng::Rng;
 use eterna::Allocator;
 use serde_json::{json, Value};
@@ -76,12 +76,14 @@ pub fn run_eterna(pattern: Pattern, n: usize, path: &Path) -> Result<Value, Box<
     // Filled with a non-zero value so that its pages are resident before the baseline.
     let mut offs = vec![u64::MAX; n];
     let base_rss = rss_kib();
+    let mut series = Series::new(2 * n as u64, base_rss);
     let mut heap = Allocator::create(path)?;
     let t = Instant::now();
     for (o, &s) in offs.iter_mut().zip(&sizes) {
         *o = heap.alloc(s)?;
         // Touch the block as a program storing a string would.
         heap.bytes_mut(*o, 8)?.copy_from_slice(&(s as u64).to_le_bytes());
+        series.tick();
     }
     let alloc_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
@@ -99,6 +101,7 @@ pub fn run_eterna(pattern: Pattern, n: usize, path: &Path) -> Result<Value, Box<
         } else {
             heap.free(o)?;
         }
+        series.tick();
     }
     heap.release()?;
     let free_s = t.elapsed().as_secs_f64();
@@ -132,6 +135,7 @@ pub fn run_eterna(pattern: Pattern, n: usize, path: &Path) -> Result<Value, Box<
         "free_seconds": free_s,
         "flush_seconds": flush_s,
         "ops_per_sec": ops / (alloc_s + free_s),
+        "series": series.json(),
     }))
 }
 
@@ -144,11 +148,13 @@ pub fn run_global(pattern: Pattern, n: usize, allocator: &str) -> Value {
     let mut blocks: Vec<Option<Box<[u8]>>> = Vec::with_capacity(n);
     blocks.resize_with(n, || None);
     let base_rss = rss_kib();
+    let mut series = Series::new(2 * n as u64, base_rss);
     let t = Instant::now();
     for (b, &s) in blocks.iter_mut().zip(&sizes) {
         let mut v = vec![0u8; s].into_boxed_slice();
         v[..8].copy_from_slice(&(s as u64).to_le_bytes());
         *b = Some(v);
+        series.tick();
     }
     let alloc_s = t.elapsed().as_secs_f64();
     let full_rss = rss_kib();
@@ -161,6 +167,7 @@ pub fn run_global(pattern: Pattern, n: usize, allocator: &str) -> Value {
         } else {
             *b = None;
         }
+        series.tick();
     }
     let free_s = t.elapsed().as_secs_f64();
     let after_rss = rss_kib();
@@ -180,5 +187,6 @@ pub fn run_global(pattern: Pattern, n: usize, allocator: &str) -> Value {
         "free_seconds": free_s,
         "peak_rss_kib": peak_rss,
         "ops_per_sec": (n + (n - kept)) as f64 / (alloc_s + free_s),
+        "series": series.json(),
     })
 }

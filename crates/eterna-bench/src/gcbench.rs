@@ -297,6 +297,7 @@ pub fn main(args: &[String]) -> ExitCode {
     }
     eprintln!("bench-gc: CPython, n = {n}, {runs} collections");
     let py = cpython_run(n, runs);
+    report::save_data("gc", &json!({"eterna": et, "cpython": py.as_ref().ok()}));
     let m = report::key_medians(&et);
     let get = |k: &str| m.get(k).copied();
     let mut out = String::new();

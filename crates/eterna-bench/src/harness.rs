@@ -181,6 +181,19 @@ pub fn measure(o: &Options, peers: &Peers) -> (Vec<Workload>, Vec<Vec<Medians>>,
         }
     }
     let med = raw.iter().map(|per| per.iter().map(|r| Medians::of(r)).collect()).collect();
+    let data: Vec<Value> = ws
+        .iter()
+        .zip(&raw)
+        .map(|(&w, per)| {
+            let by: serde_json::Map<String, Value> = ALLOCATORS
+                .iter()
+                .zip(per)
+                .map(|(&(name, _, _), runs)| (name.to_string(), Value::from(runs.clone())))
+                .collect();
+            serde_json::json!({"workload": workload_label(w), "allocators": by})
+        })
+        .collect();
+    report::save_data("alloc", &Value::from(data));
     (ws, med, ok)
 }
 

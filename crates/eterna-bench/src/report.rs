@@ -265,3 +265,17 @@ pub fn write_section(
     };
     std::fs::write(path, splice_section(&text, begin, end, body))
 }
+
+/// The environment variable naming a directory where each harness also saves its raw
+/// results as `NAME.json` (the charts script reads them); unset, nothing is saved.
+pub const DATA_ENV: &str = "ETERNA_BENCH_DATA";
+
+/// Saves `data` as `$ETERNA_BENCH_DATA/NAME.json` when that variable is set.
+pub fn save_data(name: &str, data: &Value) {
+    let Some(dir) = std::env::var_os(DATA_ENV) else { return };
+    let path = Path::new(&dir).join(format!("{name}.json"));
+    let result = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, data.to_string()));
+    if let Err(e) = result {
+        eprintln!("cannot save {}: {e}", path.display());
+    }
+}

@@ -874,6 +874,7 @@ pub fn main(args: &[String]) -> ExitCode {
     }
     let t = Instant::now();
     let res = measure(&o, &exe, &script);
+    report::save_data("shared", &json!(res.runs));
     let command = report::command_line("target/release/bench-shared", args);
     let section = report(&o, &res, &versions, command.trim_end(), t.elapsed().as_secs_f64());
     println!("{section}");

@@ -354,6 +354,7 @@ fn main() -> ExitCode {
         }
     }
     let m = medians(&results);
+    report::save_data("rustops", &serde_json::json!(results));
     let command = report::command_line("target/release/bench-rustops", &argv);
     let body = report(&a, &m, &failures, &command, t0.elapsed().as_secs_f64());
     print!("{body}");
