@@ -51,7 +51,8 @@ def memory_over_time(alloc, out):
             pts = runs[0]["series"]
             ax.plot([p[0] / 1e6 for p in pts], [p[1] / 1024 for p in pts], label=name,
                     color=COLORS.get(name), linewidth=1.6)
-        ax.set_title(w["workload"])
+        n = next((runs[0].get("n") for runs in w["allocators"].values() if runs), None)
+        ax.set_title(f"{w['workload']} ({n:,} blocks)" if n else w["workload"])
         ax.set_xlabel("operations (millions)")
         ax.set_ylabel("resident memory (MiB)")
         ax.grid(alpha=0.3)
@@ -133,7 +134,8 @@ def readers_private(shared, out):
             ax.plot(xs, [statistics.median(pts[x]) for x in xs], marker="o", label=store, color=COLORS.get(store))
     ax.set_xlabel("reader processes")
     ax.set_ylabel("private memory per reader (MiB)")
-    ax.set_title("shared-read: what each reader of 1M str->str entries copies")
+    n = next((run.get("n") for runs in shared.values() for run in runs if run.get("n")), None)
+    ax.set_title(f"shared-read: what each reader of {n:,} str->str entries copies" if n else "shared-read")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
