@@ -50,7 +50,7 @@ def memory_over_time(alloc, out):
                 continue
             pts = runs[0]["series"]
             ax.plot([p[0] / 1e6 for p in pts], [p[1] / 1024 for p in pts], label=name,
-                    color=COLORS.get(name), linewidth=1.6)
+                    color=COLORS.get(name), linewidth=1.6, linestyle="--" if "tmpfs" in name else "-")
         n = next((runs[0].get("n") for runs in w["allocators"].values() if runs), None)
         ax.set_title(f"{w['workload']} ({n:,} blocks)" if n else w["workload"])
         ax.set_xlabel("operations (millions)")
