@@ -3,7 +3,8 @@
     python3 charts.py DATA_DIR OUT_DIR [--write BENCHMARKS.md]
 
 DATA_DIR holds what the harnesses wrote when run with ETERNA_BENCH_DATA=DATA_DIR
-(alloc.json, rustops.json, shared.json, gc.json, pyops.json; any may be missing). Draws
+(alloc.json, rustops.json, shared.json, gc.json, pyops.json, open.json; any may be
+missing). Draws
 PNGs into OUT_DIR (needs matplotlib) and prints a Markdown section that links them; with
 --write, puts it between the `bench-charts` markers of BENCHMARKS.md.
 """
@@ -22,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 BEGIN = "<!-- bench-charts: begin -->"
 END = "<!-- bench-charts: end -->"
-COLORS = {"eterna": "#d62728", "eterna on tmpfs": "#ff9896", "glibc": "#1f77b4", "mimalloc": "#2ca02c",
+COLORS = {"pickle": "#1f77b4", "shelve": "#bcbd22", "zodb": "#17becf", "eterna": "#d62728", "eterna on tmpfs": "#ff9896", "glibc": "#1f77b4", "mimalloc": "#2ca02c",
           "jemalloc": "#9467bd", "heed": "#8c564b", "redb": "#e377c2", "hashmap": "#7f7f7f",
           "eterna-set": "#ff7f0e", "dict": "#7f7f7f", "lmdb": "#8c564b", "fork": "#1f77b4",
           "fork-freeze": "#17becf", "manager-items": "#bcbd22", "manager-get": "#e377c2"}
@@ -143,6 +144,24 @@ def readers_private(shared, out):
     plt.close(fig)
 
 
+def open_times(data, out):
+    """Time from process start to the first record, per store."""
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    stores = list(data["times"])
+    ms = [statistics.median(data["times"][s]) * 1e3 for s in stores]
+    labels = [f"{s} ({data.get('kinds', {}).get(s)})" if s in data.get("kinds", {}) else s for s in stores]
+    ax.bar(labels, ms, color=[COLORS.get(s, "#7f7f7f") for s in stores])
+    ax.axhline(statistics.median(data["bare"]) * 1e3, color="black", linestyle=":", label="bare python3 start")
+    ax.set_yscale("log")
+    ax.set_ylabel("ms (log scale)")
+    ax.set_title(f"open: a new process opens {data['n']:,} records and reads one")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
 def machine():
     cpu = ""
     try:
@@ -170,7 +189,8 @@ def main():
             ("alloc", "throughput-alloc.png", alloc_throughput, "Allocator throughput per peer"),
             ("rustops", "throughput-rustops.png", rustops_throughput, "rust-ops throughput per peer"),
             ("pyops", "throughput-pyops.png", pyops_throughput, "py-ops throughput per peer"),
-            ("shared", "readers-private.png", readers_private, "Private memory per reader process")]
+            ("shared", "readers-private.png", readers_private, "Private memory per reader process"),
+            ("open", "open-first-read.png", open_times, "Time to the first record after a restart")]
     for name, png, fn, caption in jobs:
         data = load(data_dir, name)
         if not data:
@@ -190,11 +210,10 @@ def main():
         with open(write) as f:
             doc = f.read()
         block = f"{BEGIN}\n{text}\n{END}\n"
-        if BEGIN in doc and END in doc:
+        if BEGIN in doc and END in doc:  # the charts close the file: cut them out, append
             a, b = doc.index(BEGIN), doc.index(END) + len(END)
-            doc = doc[:a] + block.rstrip("\n") + doc[b:]
-        else:
-            doc = doc.rstrip("\n") + "\n\n" + block
+            doc = doc[:a].rstrip("\n") + "\n" + doc[b:].lstrip("\n")
+        doc = doc.rstrip("\n") + "\n\n" + block
         with open(write, "w") as f:
             f.write(doc)
 
