@@ -12,6 +12,7 @@ fn main() -> ExitCode {
         PathBuf::from(env!("CARGO_BIN_EXE_peer-system")),
         PathBuf::from(env!("CARGO_BIN_EXE_peer-mimalloc")),
         PathBuf::from(env!("CARGO_BIN_EXE_peer-jemalloc")),
+        harness::cpython_peer(),
     ]);
     harness::main(&args, &peers, "cargo bench -p eterna-bench --bench alloc --")
 }

@@ -27,17 +27,25 @@ pub const BINARIES: [&str; 4] = ["peer-eterna", "peer-system", "peer-mimalloc", 
 /// `TMPDIR` eterna's heap file goes to, if not the default). eterna runs twice: on the
 /// default temporary directory (a disk filesystem) and on tmpfs, which shows what the
 /// filesystem's page-fault and `fallocate` paths cost apart from the allocator itself.
-pub const ALLOCATORS: [(&str, usize, Option<&str>); 5] = [
+pub const ALLOCATORS: [(&str, usize, Option<&str>); 6] = [
     ("eterna", 0, None),
     ("glibc", 1, None),
     ("mimalloc", 2, None),
     ("jemalloc", 3, None),
     ("eterna on tmpfs", 0, Some("/dev/shm")),
+    ("CPython (pymalloc)", 4, None),
 ];
 
-/// Where the four peer binaries are, in the order of [`BINARIES`].
+/// The CPython peer: a script run by `python3` (Python objects through pymalloc), next to
+/// the Rust peers in [`Peers`] (index 4).
+pub fn cpython_peer() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("py").join("peer_cpython.py")
+}
+
+/// Where the four peer binaries are, in the order of [`BINARIES`], then the CPython peer
+/// script ([`cpython_peer`]).
 #[derive(Debug, Clone)]
-pub struct Peers(pub [PathBuf; 4]);
+pub struct Peers(pub [PathBuf; 5]);
 
 impl Peers {
     /// The peer binaries in the directory of `exe`, or in its parent when `exe` lives in
@@ -47,7 +55,8 @@ impl Peers {
         if !dir.join(BINARIES[0]).exists() && dir.ends_with("deps") {
             dir.pop();
         }
-        Peers(BINARIES.map(|bin| dir.join(bin)))
+        let [a, b, c, d] = BINARIES.map(|bin| dir.join(bin));
+        Peers([a, b, c, d, cpython_peer()])
     }
 }
 
@@ -120,7 +129,13 @@ impl Medians {
 
 /// Runs `bin` on `w` once and parses its JSON.
 fn run_one(bin: &Path, tmpdir: Option<&str>, w: Workload) -> Result<Value, String> {
-    let mut cmd = Command::new(bin);
+    let mut cmd = if bin.extension().is_some_and(|e| e == "py") {
+        let mut c = Command::new("python3");
+        c.arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    };
     cmd.args(w.args());
     if let Some(t) = tmpdir {
         cmd.env("TMPDIR", t);
@@ -256,7 +271,8 @@ pub fn report(o: &Options, ws: &[Workload], med: &[Vec<Medians>], command: &str)
     let _ = writeln!(
         s,
         "- N = {} per workload; medians of {} run(s) per cell, each run a fresh process \
-         (`peer-eterna`, `peer-system`, `peer-mimalloc`, `peer-jemalloc`)\n",
+         (`peer-eterna`, `peer-system`, `peer-mimalloc`, `peer-jemalloc`, and `python3 \
+         peer_cpython.py` for CPython)\n",
         o.n, o.runs
     );
     s.push_str(
@@ -387,14 +403,11 @@ pub fn report(o: &Options, ws: &[Workload], med: &[Vec<Medians>], command: &str)
     );
 
     s.push_str(
-        "\n### CPython, for reference (quoted, not measured in this run)\n\n\
-         From the project's CPython anchor scripts (`py_frag.py`, `py_evan.py`), CPython \
-         3.11.7 on another 2-core machine, 1M objects:\n\n\
-         | workload | pymalloc |\n|---|---|\n\
-         | random half deleted | 0 of 82 arenas reclaimed; 4.5 % RSS given back |\n\
-         | first half deleted (prefix) | 36 of 82 arenas; 46.8 % RSS |\n\
-         | all but 47 deleted | 35 arenas reclaimed, 47 still held; 50.1 % RSS |\n\
-         | churn: 1M objects, free, again | 0.85 s; 98 % of memory returned after the free |\n",
+        "\n- The CPython (pymalloc) rows are measured in the same run by \
+         `crates/eterna-bench/py/peer_cpython.py` on Python objects (`str` of 57-88 bytes, \
+         `bytes` of 64), so their speed includes the interpreter's work per object and is \
+         shown for the memory columns; the `× glibc` ratio does not compare like with like \
+         there.\n",
     );
     s
 }
