@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 BEGIN = "<!-- bench-charts: begin -->"
 END = "<!-- bench-charts: end -->"
-COLORS = {"pickle": "#1f77b4", "shelve": "#bcbd22", "zodb": "#17becf", "eterna": "#d62728", "eterna on tmpfs": "#ff9896", "glibc": "#1f77b4", "mimalloc": "#2ca02c",
+COLORS = {"CPython (pymalloc)": "#000000", "pickle": "#1f77b4", "shelve": "#bcbd22", "zodb": "#17becf", "eterna": "#d62728", "eterna on tmpfs": "#ff9896", "glibc": "#1f77b4", "mimalloc": "#2ca02c",
           "jemalloc": "#9467bd", "heed": "#8c564b", "redb": "#e377c2", "hashmap": "#7f7f7f",
           "eterna-set": "#ff7f0e", "dict": "#7f7f7f", "lmdb": "#8c564b", "fork": "#1f77b4",
           "fork-freeze": "#17becf", "manager-items": "#bcbd22", "manager-get": "#e377c2"}
