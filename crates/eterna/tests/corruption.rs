@@ -1,6 +1,6 @@
 //! Corruption: random byte flips and truncations of a heap file. Opening, reading every
-//! value, writing, and checking each return errors, never panic or hang; and the checker
-//! finds the damage that matters.
+//! value, writing, collecting, compacting and checking each return errors, never panic or
+//! hang; and the checker finds the damage that matters.
 
 mod common;
 
@@ -107,6 +107,9 @@ fn exercise(path: &Path) -> bool {
             let _ = w.del(&[k("key7")]);
             let _ = w.commit();
         }
+        // The collector and compaction trace everything: damage is an error there too.
+        found |= heap.gc().is_err();
+        found |= heap.compact().is_err();
         let _ = heap.close();
     }
     found
