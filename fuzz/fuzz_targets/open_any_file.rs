@@ -1,4 +1,5 @@
-//! Arbitrary bytes as a heap file: open it, read every value, check it, and try a write.
+//! Arbitrary bytes as a heap file: open it, read every value, check it, try a write, a
+//! collection and a compaction.
 //! Every outcome must be a value or an error: a panic, a crash or a hang is a finding.
 #![no_main]
 
@@ -63,5 +64,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = w.set(&[Key::from("fuzz")], &Input::Str("written".into()));
             let _ = w.commit();
         }
+        let _ = heap.gc();
+        let _ = heap.compact();
     }
 });
