@@ -204,10 +204,11 @@ fn shared_offsets(mem: &[u8], root: Word) -> Result<Vec<u64>, Corruption> {
 /// The nodes of the shared-object set at `root` (its entries are integers, not references).
 fn shared_nodes(mem: &[u8], root: Word) -> Result<Vec<u64>, Corruption> {
     let mut out = Vec::new();
+    let mut seen = OffsetSet::default(); // a damaged trie may reach a node twice
     let mut stack: Vec<u64> = root.as_ref().into_iter().collect();
     while let Some(off) = stack.pop() {
-        if out.len() > 1 << 40 {
-            return Err(Corruption::new(off, "shared set without end"));
+        if !seen.insert(off) {
+            continue;
         }
         out.push(off);
         walk::for_each_slot(mem, off, |_, w| stack.extend(w.as_ref()))?;
@@ -288,7 +289,11 @@ impl Mover<'_> {
             let size = walk::for_each_slot(s.mem(), off, |at, w| slots.push((at, w)))?;
             Ok(Frame { off, size, start, end: slots.len(), next: start, changed: false, rope: None })
         };
+        // Objects with an open frame: meeting one again means the graph has a cycle, which
+        // only damage can make (a post-order copy of a cycle would never end).
+        let mut onstack = OffsetSet::default();
         frames.push(open(s, r, &mut slots)?);
+        onstack.insert(r);
         loop {
             let top = frames.last_mut().expect("a frame is open");
             if top.next < top.end {
@@ -302,11 +307,15 @@ impl Mover<'_> {
                     }
                     continue;
                 }
+                if !onstack.insert(c) {
+                    return Err(Corruption::new(c, "reference cycle: an object reaches itself").into());
+                }
                 let f = open(s, c, &mut slots)?;
                 frames.push(f);
                 continue;
             }
             let f = frames.pop().expect("a frame is open");
+            onstack.remove(f.off);
             let new = if let Some((nodes, sparse)) = &f.rope {
                 if f.changed || *sparse || self.moves(f.off) || nodes.iter().any(|&n| self.moves(n)) {
                     let items: Vec<u64> = slots[f.start..f.end].iter().map(|&(_, w)| w.0).collect();

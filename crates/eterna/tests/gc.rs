@@ -517,3 +517,62 @@ fn a_young_collection_traces_and_frees_only_the_young() {
     drop(heap);
     assert_eq!(assert_clean(&path).unreachable_blocks, 0);
 }
+
+/// Writes `bytes` at `off` of the file (damage, as a bad disk or a stray write would do).
+fn patch(path: &Path, off: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    std::fs::OpenOptions::new().write(true).open(path).unwrap().write_all_at(bytes, off).unwrap();
+}
+
+/// Offset of the container at `key` in the committed state.
+fn container_offset(path: &Path, key: &str) -> u64 {
+    let heap = Heap::open(path, Options { readonly: true, ..Options::default() }).unwrap();
+    let snap = heap.read().unwrap();
+    match snap.get(&[k(key)]).unwrap() {
+        Some(Value::List(l)) => l.offset(),
+        Some(Value::Dict(d)) => d.offset(),
+        other => panic!("{key}: {other:?}"),
+    }
+}
+
+#[test]
+fn damage_makes_collection_and_compaction_fail_cleanly() {
+    // Found by fuzz/damage_valid_heap: a reference cycle made compaction's copy recurse
+    // without end, and a dict whose length was damaged to 0 underflowed on delete.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heap");
+    let heap = open(&path);
+    let mut w = heap.write().unwrap();
+    w.set(&[k("l")], &Input::List((0..10).map(|i| Input::Str(format!("item number {i}"))).collect()))
+        .unwrap();
+    w.set(&[k("d")], &Input::Dict(vec![(Input::Str("a".into()), Input::Int(1))])).unwrap();
+    w.commit().unwrap();
+    drop(heap);
+    // The list's only rope leaf gets its first item pointed back at the list: a cycle.
+    let list = container_offset(&path, "l");
+    let bytes = std::fs::read(&path).unwrap();
+    let leaf = u64::from_le_bytes(bytes[list as usize + 16..list as usize + 24].try_into().unwrap());
+    patch(&path, leaf + 8, &list.to_le_bytes());
+    let heap = open(&path);
+    match heap.compact() {
+        Err(eterna::TxnError::Corrupt(c)) => assert!(c.to_string().contains("cycle"), "{c}"),
+        other => panic!("compacting a cycle: {other:?}"),
+    }
+    drop(heap);
+    // A dict whose length says 0 while it holds an entry.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heap");
+    let heap = open(&path);
+    let mut w = heap.write().unwrap();
+    w.set(&[k("d")], &Input::Dict(vec![(Input::Str("a".into()), Input::Int(1))])).unwrap();
+    w.commit().unwrap();
+    drop(heap);
+    let dict = container_offset(&path, "d");
+    patch(&path, dict + 8, &0u64.to_le_bytes());
+    let heap = open(&path);
+    let mut w = heap.write().unwrap();
+    match w.del(&[k("d"), k("a")]) {
+        Err(eterna::TxnError::Corrupt(_)) => {}
+        other => panic!("deleting from a dict of damaged length: {other:?}"),
+    }
+}

@@ -260,7 +260,7 @@ fn dict_set<S: Store>(
         return Ok((Word::reference(off), None));
     }
     if old.is_none() {
-        len += 1;
+        len = len.checked_add(1).ok_or_else(|| Corruption::new(off, "dict length past any count"))?;
     }
     let w = put(s, Some(off), &dict_image(len, new_map, &order), owned)?;
     Ok((Word::reference(w), old))
@@ -287,8 +287,10 @@ pub fn container_del<S: Store>(
             let (new_map, removed) = champ::remove(s, map, key.hash(seed), key, true, owned)?;
             let e = removed.ok_or(ContainerError::NotFound)?;
             order.set(s, e[2], &[0, 0], owned)?;
-            let len = len - 1;
-            let (new_map, order) = if order.count - len > len.max(32) {
+            // A length that does not cover the entry just removed is damage, not a wrap.
+            let len =
+                len.checked_sub(1).ok_or_else(|| Corruption::new(off, "dict length below its entries"))?;
+            let (new_map, order) = if order.count.saturating_sub(len) > len.max(32) {
                 compact_order(s, new_map, order, owned)?
             } else {
                 (new_map, order)
@@ -305,7 +307,9 @@ pub fn container_del<S: Store>(
             let len = get_u64(slice(s.mem(), off, SET_SIZE)?, SET_LEN);
             let (new_root, removed) = champ::remove(s, root, key.hash(seed), key, false, owned)?;
             let e = removed.ok_or(ContainerError::NotFound)?;
-            let w = put(s, Some(off), &set_image(false, len - 1, new_root, 0), owned)?;
+            let len =
+                len.checked_sub(1).ok_or_else(|| Corruption::new(off, "set length below its entries"))?;
+            let w = put(s, Some(off), &set_image(false, len, new_root, 0), owned)?;
             Ok((Word::reference(w), vec![Word(e[0])]))
         }
         t => Err(ContainerError::WrongType { found: type_name(t), wanted: "dict, list or set" }),
@@ -409,6 +413,7 @@ pub fn set_add<S: Store>(s: &mut S, c: Word, key: &Key, owned: bool) -> Result<(
     if !added {
         return Ok((c, false));
     }
-    let w = put(s, Some(off), &set_image(false, len + 1, new_root, 0), owned)?;
+    let len = len.checked_add(1).ok_or_else(|| Corruption::new(off, "set length past any count"))?;
+    let w = put(s, Some(off), &set_image(false, len, new_root, 0), owned)?;
     Ok((Word::reference(w), true))
 }
