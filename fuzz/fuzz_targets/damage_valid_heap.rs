@@ -6,6 +6,9 @@
 //! starts past it.)
 #![no_main]
 
+mod common;
+
+use common::read_all;
 use eterna::{Heap, Input, Key, Options, Value};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
@@ -33,42 +36,6 @@ fn pristine() -> &'static [u8] {
         heap.close().unwrap();
         std::fs::read(&path).unwrap()
     })
-}
-
-fn read_all(v: &Value<'_>, depth: usize) {
-    if depth > 64 {
-        return;
-    }
-    match v {
-        Value::Dict(d) => {
-            if let Ok(items) = d.iter() {
-                for (k, v) in items.flatten().take(10_000) {
-                    read_all(&k, depth + 1);
-                    read_all(&v, depth + 1);
-                }
-            }
-        }
-        Value::List(l) => {
-            if let Ok(items) = l.iter() {
-                for x in items.flatten().take(10_000) {
-                    read_all(&x, depth + 1);
-                }
-            }
-        }
-        Value::Set(s) | Value::FrozenSet(s) => {
-            if let Ok(items) = s.iter() {
-                for x in items.flatten().take(10_000) {
-                    read_all(&x, depth + 1);
-                }
-            }
-        }
-        Value::Record(r) => {
-            for (_, x) in r.fields().unwrap_or_default() {
-                read_all(&x, depth + 1);
-            }
-        }
-        _ => {}
-    }
 }
 
 fuzz_target!(|data: &[u8]| {

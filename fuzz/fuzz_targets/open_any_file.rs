@@ -3,49 +3,11 @@
 //! Every outcome must be a value or an error: a panic, a crash or a hang is a finding.
 #![no_main]
 
+mod common;
+
+use common::read_all;
 use eterna::{Heap, Input, Key, Options, Value};
 use libfuzzer_sys::fuzz_target;
-
-fn read_all(v: &Value<'_>, depth: usize) {
-    if depth > 64 {
-        return;
-    }
-    match v {
-        Value::Dict(d) => {
-            if let Ok(items) = d.iter() {
-                for (k, v) in items.flatten().take(10_000) {
-                    read_all(&k, depth + 1);
-                    read_all(&v, depth + 1);
-                }
-            }
-        }
-        Value::List(l) => {
-            if let Ok(items) = l.iter() {
-                for x in items.flatten().take(10_000) {
-                    read_all(&x, depth + 1);
-                }
-            }
-        }
-        Value::Set(s) | Value::FrozenSet(s) => {
-            if let Ok(items) = s.iter() {
-                for x in items.flatten().take(10_000) {
-                    read_all(&x, depth + 1);
-                }
-            }
-        }
-        Value::Tuple(t) => {
-            for x in t.items().unwrap_or_default() {
-                read_all(&x, depth + 1);
-            }
-        }
-        Value::Record(r) => {
-            for (_, x) in r.fields().unwrap_or_default() {
-                read_all(&x, depth + 1);
-            }
-        }
-        _ => {}
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let dir = tempfile::tempdir().unwrap();

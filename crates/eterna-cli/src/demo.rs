@@ -55,6 +55,12 @@ fn progress(msg: &str) {
     eprintln!("      {msg}");
 }
 
+/// The CPython cell of a step whose CPython side could not run, saying why on the way.
+fn not_measured(why: impl std::fmt::Display) -> String {
+    progress(&format!("CPython not measured: {why}"));
+    "not measured".into()
+}
+
 // ----- step 1: the fork problem -------------------------------------------------------
 
 fn fork_step(dir: &Path, n: usize, readers: usize) -> Result<Row, Failure> {
@@ -133,10 +139,7 @@ fn fork_step(dir: &Path, n: usize, readers: usize) -> Result<Row, Failure> {
             ));
             format!("{} each ({:.0} % of {})", mib(each_py), 100.0 * each_py / data_py.max(1.0), mib(data_py))
         }
-        Err(e) => {
-            progress(&format!("CPython not measured: {e}"));
-            "not measured".into()
-        }
+        Err(e) => not_measured(e),
     };
     std::fs::remove_file(&path)?;
     Ok(Row {
@@ -202,10 +205,7 @@ fn frag_step(dir: &Path, n: usize) -> Result<Row, Failure> {
             progress(&format!("CPython: RSS back after gc.collect(): {p:.1} %"));
             format!("RSS {p:.1} % back (no compaction exists)")
         }
-        Err(e) => {
-            progress(&format!("CPython not measured: {e}"));
-            "not measured".into()
-        }
+        Err(e) => not_measured(e),
     };
     Ok(Row {
         step: STEP,
@@ -275,10 +275,7 @@ fn restart_step(dir: &Path, n: usize) -> Result<Row, Failure> {
                 bare * 1e3
             )
         }
-        Err(e) => {
-            progress(&format!("CPython not measured: {e}"));
-            "not measured".into()
-        }
+        Err(e) => not_measured(e),
     };
     std::fs::remove_file(&path)?;
     Ok(Row {
@@ -368,10 +365,7 @@ fn killed_step(dir: &Path, n: usize) -> Result<Row, Failure> {
                 )
             }
             Ok(v) => format!("{} entries readable", v["entries_after"]),
-            Err(e) => {
-                progress(&format!("CPython not measured: {e}"));
-                "not measured".into()
-            }
+            Err(e) => not_measured(e),
         };
     std::fs::remove_file(&path)?;
     let ok = count == small as u64 && check.unreachable_blocks == 0;

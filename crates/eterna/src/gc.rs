@@ -21,7 +21,7 @@ use crate::object::champ;
 use crate::object::layout::{object_size, put_u64};
 use crate::object::store::Store;
 use crate::object::word::Imm;
-use crate::object::{trie_order, walk, Key, OffsetSet, Word};
+use crate::object::{trie_order, walk, Key, OffsetHasher, OffsetSet, Word};
 use crate::txn::{Pending, TxnError, WriteState};
 use std::collections::HashMap;
 use std::time::Instant;
@@ -229,27 +229,7 @@ struct Frame {
     rope: Option<(Vec<u64>, bool)>,
 }
 
-/// Hashes block offsets for the copying pass's memo: a folded multiply, so that offsets
-/// with a regular stride still spread over the low bits the table indexes by.
-#[derive(Default)]
-struct OffsetHasher(u64);
-
-impl std::hash::Hasher for OffsetHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ b as u64).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        let m = (v as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        self.0 = (m as u64) ^ (m >> 64) as u64;
-    }
-}
-
-type Memo = HashMap<u64, u64, std::hash::BuildHasherDefault<OffsetHasher>>;
+type Memo = HashMap<u64, u64, std::hash::BuildHasherDefault<OffsetHasher>>; // old -> new offset
 
 /// What the copying pass knows.
 struct Mover<'a> {

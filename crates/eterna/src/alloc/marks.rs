@@ -100,6 +100,12 @@ const RECIPROCAL: [u64; NCLASSES] = {
     t
 };
 
+/// The size class of the pool whose record (descriptor first) is `rec`, if it is in use.
+fn in_use_class(rec: &[u8]) -> Option<usize> {
+    let class = rec[D_CLASS as usize] as usize;
+    (rec[D_STATE as usize] == state::IN_USE && (1..=NCLASSES).contains(&class)).then(|| class - 1)
+}
+
 fn not_live(off: u64) -> Corruption {
     Corruption::new(off, "reference to a block that is not allocated")
 }
@@ -123,9 +129,8 @@ impl Allocator {
                     for i in 1..POOLS_PER_ARENA {
                         let p = pool_id(a, i);
                         let Ok(rec) = self.region.bytes(record_off(p), D_BITMAP as usize) else { continue };
-                        let class = rec[D_CLASS as usize] as usize;
-                        if rec[D_STATE as usize] == state::IN_USE && (1..=NCLASSES).contains(&class) {
-                            row(p, (class_cap(class - 1) as usize).div_ceil(64));
+                        if let Some(c) = in_use_class(rec) {
+                            row(p, (class_cap(c) as usize).div_ceil(64));
                         }
                     }
                 }
@@ -150,14 +155,11 @@ impl Allocator {
                     return Err(not_live(off));
                 }
                 let rec = self.region.bytes(record_off(p), RECORD_LEN as usize).map_err(|_| not_live(off))?;
-                let class = rec[D_CLASS as usize] as usize;
-                if rec[D_STATE as usize] != state::IN_USE || class == 0 || class > NCLASSES {
-                    return Err(not_live(off));
-                }
-                let size = class_size(class - 1);
+                let class = in_use_class(rec).ok_or_else(|| not_live(off))?;
+                let size = class_size(class);
                 let rel = off - pool_base(p);
                 // rel / size without a division (the trace does this once per object).
-                let k = ((rel >> 4) * RECIPROCAL[class - 1]) >> 32;
+                let k = ((rel >> 4) * RECIPROCAL[class]) >> 32;
                 if k * size != rel || rec[(D_BITMAP + k / 8) as usize] & (1 << (k % 8)) == 0 {
                     return Err(not_live(off));
                 }
@@ -218,10 +220,8 @@ impl Allocator {
                     for i in 1..POOLS_PER_ARENA {
                         let p = pool_id(a, i);
                         let rec = self.region.bytes(record_off(p), RECORD_LEN as usize)?;
-                        if rec[D_STATE as usize] != state::IN_USE || rec[D_CLASS as usize] == 0 {
-                            continue;
-                        }
-                        let size = class_size(rec[D_CLASS as usize] as usize - 1);
+                        let Some(c) = in_use_class(rec) else { continue };
+                        let size = class_size(c);
                         let bits = &rec[D_BITMAP as usize..];
                         let marks = m.row(p);
                         for (w, chunk) in bits.chunks_exact(8).enumerate() {
@@ -261,9 +261,8 @@ impl Allocator {
             for i in 1..POOLS_PER_ARENA {
                 let p = pool_id(a as u32, i);
                 let rec = self.region.bytes(record_off(p), RECORD_LEN as usize)?;
-                if rec[D_STATE as usize] == state::IN_USE && rec[D_CLASS as usize] != 0 {
-                    let live = popcount(&rec[D_BITMAP as usize..]);
-                    out.push((p, rec[D_CLASS as usize] as usize - 1, live));
+                if let Some(c) = in_use_class(rec) {
+                    out.push((p, c, popcount(&rec[D_BITMAP as usize..])));
                 }
             }
         }
@@ -308,10 +307,7 @@ impl Allocator {
             let rec = self.region.bytes(record_off(p), D_BITMAP as usize);
             let partly = rec.is_ok_and(|r| {
                 let nlive = u16::from_le_bytes([r[D_NLIVE as usize], r[D_NLIVE as usize + 1]]) as u32;
-                r[D_STATE as usize] == state::IN_USE
-                    && r[D_CLASS as usize] as usize == c + 1
-                    && nlive > 0
-                    && nlive < class_cap(c)
+                in_use_class(r) == Some(c) && nlive > 0 && nlive < class_cap(c)
             });
             if partly {
                 self.st.partial[c].insert(p);

@@ -18,7 +18,7 @@ pub mod word;
 pub use build::{build, Input, InputError};
 pub(crate) use build::{list_image, trie_order};
 pub use key::Key;
-pub use offsets::OffsetSet;
+pub use offsets::{OffsetHasher, OffsetSet};
 pub use ops::{
     container_del, container_get, container_set, dict_new, key_input, list_splice, set_add, ContainerError,
 };

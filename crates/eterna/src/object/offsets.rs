@@ -8,15 +8,17 @@ use std::hash::{BuildHasherDefault, Hasher};
 /// lookup finds the granule, a bit says the rest. Dense where a transaction allocates.
 #[derive(Debug, Default, Clone)]
 pub struct OffsetSet {
-    granules: HashMap<u64, Box<[u64; 16]>, BuildHasherDefault<GranuleHasher>>,
+    granules: HashMap<u64, Box<[u64; 16]>, BuildHasherDefault<OffsetHasher>>,
     len: usize,
 }
 
-/// Granule numbers are already well spread: one multiply mixes them enough.
+/// Hashes block offsets and granule numbers, for tables keyed by them: a folded multiply
+/// (the high and low halves of a 128-bit product), so that keys with a regular stride
+/// (offsets are multiples of 16) still spread over the low bits a table indexes by.
 #[derive(Default)]
-pub struct GranuleHasher(u64);
+pub struct OffsetHasher(u64);
 
-impl Hasher for GranuleHasher {
+impl Hasher for OffsetHasher {
     fn finish(&self) -> u64 {
         self.0
     }
@@ -26,7 +28,8 @@ impl Hasher for GranuleHasher {
         }
     }
     fn write_u64(&mut self, v: u64) {
-        self.0 = v.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let m = (v as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = (m as u64) ^ (m >> 64) as u64;
     }
 }
 
