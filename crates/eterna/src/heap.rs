@@ -385,18 +385,24 @@ impl Heap {
     /// still above the threshold (readers pin the old blocks, or the free space is in
     /// pools that stay) doubles the threshold's ratio, so that the next commits do not
     /// compact again for nothing; one that brings them under it resets the ratio.
-    fn auto_compact(&self) -> Result<(), TxnError> {
-        self.compact()?;
+    ///
+    /// It runs after the user's commit has been published, so it never fails that commit:
+    /// a compaction that fails (a full disk, say) aborts, writes nothing, and pushes the
+    /// ratio to its highest; the error shows again at the next explicit operation if the
+    /// cause persists.
+    fn auto_compact(&self) {
+        let ok = self.compact().is_ok();
         let mut guard = self.writer();
         if let Some(w) = guard.as_mut() {
             let (free, live) = gc::small_fragmentation(&w.alloc);
-            w.auto_ratio = if free > AUTO_COMPACT_MIN_FREE && free > live.saturating_mul(w.auto_ratio) {
+            w.auto_ratio = if !ok {
+                AUTO_COMPACT_MAX_RATIO
+            } else if free > AUTO_COMPACT_MIN_FREE && free > live.saturating_mul(w.auto_ratio) {
                 (w.auto_ratio * 2).min(AUTO_COMPACT_MAX_RATIO)
             } else {
                 AUTO_COMPACT_RATIO
             };
         }
-        Ok(())
     }
 
     /// The allocator's counters (`stats --json` keys); `readers` counts the processes
@@ -646,7 +652,7 @@ impl WriteTxn<'_> {
             let (free, live) = gc::small_fragmentation(&w.alloc);
             if free > AUTO_COMPACT_MIN_FREE && free > live.saturating_mul(w.auto_ratio) {
                 drop(self);
-                heap.auto_compact()?;
+                heap.auto_compact();
             }
         }
         Ok(txn)

@@ -67,3 +67,47 @@ fn full_disk_is_an_allocation_error() {
     heap.close().unwrap();
     Allocator::open(&path, Access::ReadOnly).unwrap().verify().unwrap();
 }
+
+#[test]
+fn compaction_on_a_full_disk_fails_cleanly() {
+    use eterna::{Heap, Input, Key, Options, TxnError, Value};
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let fs = SmallFs::mount(dir.path());
+    let path = fs.0.join("heap");
+    let l = [Key::Str("l".into())];
+    let n = 40_000u64;
+    {
+        let heap = Heap::open(&path, Options { auto_compact: false, ..Options::default() }).unwrap();
+        let mut w = heap.write().unwrap();
+        w.set(&l, &Input::List((0..n).map(|i| Input::Str(format!("string number {i:08}"))).collect()))
+            .unwrap();
+        w.commit().unwrap();
+        let mut w = heap.write().unwrap();
+        for i in (0..n).rev().step_by(2) {
+            w.splice(&l, i, 1, &[]).unwrap();
+        }
+        w.commit().unwrap();
+        // Fill what is left of the filesystem.
+        let mut filler = std::fs::File::create(fs.0.join("filler")).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while filler.write_all(&chunk).is_ok() {}
+        let _ = filler.sync_all();
+        match heap.compact() {
+            Err(TxnError::DiskFull) => {}
+            other => panic!("compacting on a full disk: {other:?}"),
+        }
+        // The committed state is intact and the heap still works.
+        let snap = heap.read().unwrap();
+        let Some(Value::List(list)) = snap.get(&l).unwrap() else { panic!("no list") };
+        assert_eq!(list.len().unwrap(), n / 2);
+        match snap.get(&[l[0].clone(), Key::Int(0)]).unwrap() {
+            Some(Value::Str(s)) => assert_eq!(s.as_str(), "string number 00000000"),
+            other => panic!("{other:?}"),
+        }
+        drop(snap);
+        heap.gc().unwrap();
+    }
+    let r = eterna::check::check(&path).unwrap();
+    assert_eq!(r.unreachable_blocks, 0, "{r:?}");
+}
