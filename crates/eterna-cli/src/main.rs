@@ -12,8 +12,17 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "eterna", version, about = "An embedded object heap in a memory-mapped file")]
 struct Cli {
+    /// Seconds a writing command (set, del, gc, compact) waits for another process that
+    /// holds the writer lock before it gives up.
+    #[arg(long, global = true, default_value_t = 30.0)]
+    wait: f64,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Options for a command that writes: waits at most `wait` seconds for the writer lock.
+fn writing(wait: f64) -> Options {
+    Options { lock_timeout: Some(std::time::Duration::from_secs_f64(wait.max(0.0))), ..Options::default() }
 }
 
 #[derive(Subcommand)]
@@ -136,11 +145,11 @@ fn main() -> ExitCode {
         Command::Stats { path, json } => stats(path, json),
         Command::Check { path } => check(path),
         Command::Get { path, keys } => get(path, keys),
-        Command::Set { path, args } => set(path, args),
-        Command::Del { path, keys } => del(path, keys),
+        Command::Set { path, args } => set(path, args, writing(cli.wait)),
+        Command::Del { path, keys } => del(path, keys, writing(cli.wait)),
         Command::Dump { path } => get(path, vec![]),
-        Command::Gc { path, json } => collect(path, false, json),
-        Command::Compact { path, json } => collect(path, true, json),
+        Command::Gc { path, json } => collect(path, false, json, writing(cli.wait)),
+        Command::Compact { path, json } => collect(path, true, json, writing(cli.wait)),
         Command::Bench { workload } => bench(workload),
         Command::Demo { n, readers, dir } => demo::run(n, readers, dir),
         Command::DemoChild { role, path } => demo::child(&role, &path),
@@ -244,11 +253,11 @@ fn get(path: PathBuf, keys: Vec<String>) -> Result<(), Failure> {
     }
 }
 
-fn set(path: PathBuf, mut args: Vec<String>) -> Result<(), Failure> {
+fn set(path: PathBuf, mut args: Vec<String>, options: Options) -> Result<(), Failure> {
     let text = args.pop().expect("clap requires a value");
     let value: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Failure { code: 2, message: format!("the value is not JSON: {e}") })?;
-    let heap = Heap::open(&path, Options::default())?;
+    let heap = Heap::open(&path, options)?;
     let mut w = heap.write().map_err(txn_failure)?;
     let p = resolve(|p| Ok(is_sequence(w.get(p)?)), &args)?;
     w.set_creating(&p, &json::to_input(&value)).map_err(txn_failure)?;
@@ -257,8 +266,8 @@ fn set(path: PathBuf, mut args: Vec<String>) -> Result<(), Failure> {
     Ok(())
 }
 
-fn del(path: PathBuf, keys: Vec<String>) -> Result<(), Failure> {
-    let heap = Heap::open(&path, Options { create: false, ..Options::default() })?;
+fn del(path: PathBuf, keys: Vec<String>, options: Options) -> Result<(), Failure> {
+    let heap = Heap::open(&path, Options { create: false, ..options })?;
     let mut w = heap.write().map_err(txn_failure)?;
     let p = resolve(|p| Ok(is_sequence(w.get(p)?)), &keys)?;
     w.del(&p).map_err(txn_failure)?;
@@ -269,10 +278,10 @@ fn del(path: PathBuf, keys: Vec<String>) -> Result<(), Failure> {
 
 /// `eterna gc` and `eterna compact`: progress on stderr (when it is a terminal), then what
 /// was freed.
-fn collect(path: PathBuf, compact: bool, json: bool) -> Result<(), Failure> {
+fn collect(path: PathBuf, compact: bool, json: bool, options: Options) -> Result<(), Failure> {
     use eterna::gc::Phase;
     use indicatif::{ProgressBar, ProgressStyle};
-    let heap = Heap::open(&path, Options { create: false, auto_compact: false, ..Options::default() })?;
+    let heap = Heap::open(&path, Options { create: false, auto_compact: false, ..options })?;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{msg:>9} [{bar:32}] {pos}/{len} objects ({elapsed})")

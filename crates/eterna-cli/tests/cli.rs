@@ -226,3 +226,25 @@ fn gc_and_compact_report_what_they_freed() {
     assert!(text.contains("collected") && text.contains("garbage freed"), "{text}");
     assert!(eterna(&["check", p]).status.success());
 }
+
+#[test]
+fn writing_commands_give_up_on_a_held_writer_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heap");
+    let p = path.to_str().unwrap();
+    assert!(eterna(&["set", p, "k", "1"]).status.success());
+    // This process writes once, which takes the writer lock until the heap is closed.
+    let heap = eterna::Heap::open(&path, eterna::Options::default()).unwrap();
+    let mut w = heap.write().unwrap();
+    w.set(&[eterna::Key::from("mine")], &eterna::Input::Int(2)).unwrap();
+    w.commit().unwrap();
+    for args in [vec!["--wait", "0.2", "set", p, "k", "3"], vec!["gc", p, "--wait", "0.2"]] {
+        let out = eterna(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("writer lock"), "{args:?}: {err}");
+    }
+    heap.close().unwrap();
+    assert!(eterna(&["--wait", "0.2", "set", p, "k", "3"]).status.success());
+    assert_eq!(String::from_utf8_lossy(&eterna(&["get", p, "k"]).stdout).trim(), "3");
+}
