@@ -335,6 +335,21 @@ fn dropped(before: u64, after: u64) -> f64 {
     100.0 * (before as f64 - after as f64) / before as f64
 }
 
+/// Prints what came back (`(disk, rss)` before and after) and asserts both dropped by at
+/// least `min` per cent.
+fn assert_dropped(what: &str, before: (u64, u64), after: (u64, u64), min: f64) {
+    let (disk, rss) = (dropped(before.0, after.0), dropped(before.1, after.1));
+    println!(
+        "{what}: disk {} -> {} KiB ({disk:.2} %); rss {} -> {} KiB ({rss:.2} %)",
+        before.0 >> 10,
+        after.0 >> 10,
+        before.1 >> 10,
+        after.1 >> 10
+    );
+    assert!(disk >= min, "{what}: disk dropped only {disk:.2} %");
+    assert!(rss >= min, "{what}: resident memory dropped only {rss:.2} %");
+}
+
 #[test]
 fn fragmentation_random_half_comes_back_after_compaction() {
     let dir = tempfile::tempdir().unwrap();
@@ -355,18 +370,8 @@ fn fragmentation_random_half_comes_back_after_compaction() {
     let disk1 = disk(&path);
     let (rss1, n) = read_all_rss(&path);
     assert_eq!(n, 1_000_000 - deleted);
-    println!(
-        "random half: deleted {deleted}; disk {} -> {} (after gc) -> {} KiB ({:.1} %); rss {} -> {} KiB ({:.1} %); {report:?}",
-        disk0 >> 10,
-        collected >> 10,
-        disk1 >> 10,
-        dropped(disk0, disk1),
-        rss0 >> 10,
-        rss1 >> 10,
-        dropped(rss0, rss1)
-    );
-    assert!(dropped(disk0, disk1) >= 45.0, "disk dropped only {:.1} %", dropped(disk0, disk1));
-    assert!(dropped(rss0, rss1) >= 45.0, "resident memory dropped only {:.1} %", dropped(rss0, rss1));
+    println!("random half: deleted {deleted}; disk after gc {} KiB; {report:?}", collected >> 10);
+    assert_dropped("random half, compacted", (disk0, rss0), (disk1, rss1), 45.0);
     assert_clean(&path);
 }
 
@@ -386,17 +391,7 @@ fn fragmentation_keep_47_comes_back_after_compaction() {
     let disk1 = disk(&path);
     let (rss1, n) = read_all_rss(&path);
     assert_eq!(n, keep.len() as u64);
-    println!(
-        "keep 47: disk {} -> {} KiB ({:.2} %); rss {} -> {} KiB ({:.2} %)",
-        disk0 >> 10,
-        disk1 >> 10,
-        dropped(disk0, disk1),
-        rss0 >> 10,
-        rss1 >> 10,
-        dropped(rss0, rss1)
-    );
-    assert!(dropped(disk0, disk1) >= 99.0, "disk dropped only {:.2} %", dropped(disk0, disk1));
-    assert!(dropped(rss0, rss1) >= 99.0, "resident memory dropped only {:.2} %", dropped(rss0, rss1));
+    assert_dropped("keep 47, compacted", (disk0, rss0), (disk1, rss1), 99.0);
     assert_clean(&path);
 }
 
@@ -413,17 +408,8 @@ fn fragmentation_first_half_comes_back_without_compaction() {
     let disk1 = disk(&path);
     let (rss1, n) = read_all_rss(&path);
     assert_eq!(n, 500_000);
-    println!(
-        "first half: disk {} -> {} KiB ({:.1} %); rss {} -> {} KiB ({:.1} %); {report:?}",
-        disk0 >> 10,
-        disk1 >> 10,
-        dropped(disk0, disk1),
-        rss0 >> 10,
-        rss1 >> 10,
-        dropped(rss0, rss1)
-    );
-    assert!(dropped(disk0, disk1) >= 45.0, "disk dropped only {:.1} %", dropped(disk0, disk1));
-    assert!(dropped(rss0, rss1) >= 45.0, "resident memory dropped only {:.1} %", dropped(rss0, rss1));
+    println!("first half: {report:?}");
+    assert_dropped("first half, collected", (disk0, rss0), (disk1, rss1), 45.0);
     assert_clean(&path);
 }
 
