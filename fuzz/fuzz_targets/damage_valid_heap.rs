@@ -23,9 +23,18 @@ fn pristine() -> &'static [u8] {
         for i in 0..60i64 {
             let v = Input::Dict(vec![
                 (Input::Str("n".into()), Input::Int(i * 1_000_000_007)),
-                (Input::Str("l".into()), Input::List((0..(i % 40)).map(|j| Input::Str(format!("item {j} of {i}"))).collect())),
+                (
+                    Input::Str("l".into()),
+                    Input::List((0..(i % 40)).map(|j| Input::Str(format!("item {j} of {i}"))).collect()),
+                ),
                 (Input::Str("s".into()), Input::Set((0..(i % 5)).map(Input::Int).collect())),
-                (Input::Str("r".into()), Input::Record { type_name: "P".into(), fields: vec![("x".into(), Input::Float(i as f64 / 3.0))] }),
+                (
+                    Input::Str("r".into()),
+                    Input::Record {
+                        type_name: "P".into(),
+                        fields: vec![("x".into(), Input::Float(i as f64 / 3.0))],
+                    },
+                ),
             ]);
             w.set(&[Key::from(format!("k{i}").as_str())], &v).unwrap();
         }
@@ -40,7 +49,9 @@ fn pristine() -> &'static [u8] {
 fuzz_target!(|data: &[u8]| {
     let mut bytes = pristine().to_vec();
     // Patches land in the pages that hold something: the file is mostly holes.
-    let used: Vec<usize> = (0..bytes.len() / 4096).filter(|&p| bytes[p * 4096..(p + 1) * 4096].iter().any(|&b| b != 0)).collect();
+    let used: Vec<usize> = (0..bytes.len() / 4096)
+        .filter(|&p| bytes[p * 4096..(p + 1) * 4096].iter().any(|&b| b != 0))
+        .collect();
     for patch in data.chunks_exact(5) {
         let at = u32::from_le_bytes([patch[0], patch[1], patch[2], patch[3]]) as usize;
         let page = used[(at >> 12) % used.len()];
