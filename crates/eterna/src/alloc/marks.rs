@@ -126,12 +126,8 @@ impl Allocator {
             let a = a as u32;
             match ar.kind {
                 kind::SMALL => {
-                    for i in 1..POOLS_PER_ARENA {
-                        let p = pool_id(a, i);
-                        let Ok(rec) = self.region.bytes(record_off(p), D_BITMAP as usize) else { continue };
-                        if let Some(c) = in_use_class(rec) {
-                            row(p, (class_cap(c) as usize).div_ceil(64));
-                        }
+                    for (p, c, _) in self.pools_in_use(a).flatten() {
+                        row(p, (class_cap(c) as usize).div_ceil(64));
                     }
                 }
                 kind::LARGE => row(pool_id(a, 0), 4),
@@ -217,10 +213,8 @@ impl Allocator {
             let a = a as u32;
             match ar.kind {
                 kind::SMALL => {
-                    for i in 1..POOLS_PER_ARENA {
-                        let p = pool_id(a, i);
-                        let rec = self.region.bytes(record_off(p), RECORD_LEN as usize)?;
-                        let Some(c) = in_use_class(rec) else { continue };
+                    for pool in self.pools_in_use(a) {
+                        let (p, c, rec) = pool?;
                         let size = class_size(c);
                         let bits = &rec[D_BITMAP as usize..];
                         let marks = m.row(p);
@@ -255,18 +249,25 @@ impl Allocator {
     pub fn small_pools(&self) -> Result<Vec<(u32, usize, u64)>, Corruption> {
         let mut out = Vec::new();
         for (a, ar) in self.st.arenas.iter().enumerate() {
-            if ar.kind != kind::SMALL {
-                continue;
-            }
-            for i in 1..POOLS_PER_ARENA {
-                let p = pool_id(a as u32, i);
-                let rec = self.region.bytes(record_off(p), RECORD_LEN as usize)?;
-                if let Some(c) = in_use_class(rec) {
+            if ar.kind == kind::SMALL {
+                for pool in self.pools_in_use(a as u32) {
+                    let (p, c, rec) = pool?;
                     out.push((p, c, popcount(&rec[D_BITMAP as usize..])));
                 }
             }
         }
         Ok(out)
+    }
+
+    /// The pools of small arena `a` that are in use: (pool, class, its record).
+    fn pools_in_use(&self, a: u32) -> impl Iterator<Item = Result<(u32, usize, &[u8]), Corruption>> + '_ {
+        (1..POOLS_PER_ARENA).filter_map(move |i| {
+            let p = pool_id(a, i);
+            match self.region.bytes(record_off(p), RECORD_LEN as usize) {
+                Err(e) => Some(Err(e.into())),
+                Ok(rec) => in_use_class(rec).map(|c| Ok((p, c, rec))),
+            }
+        })
     }
 
     /// Live blocks of every kind.
