@@ -316,12 +316,10 @@ impl Allocator {
             _ => span as u64 * ARENA,
         };
         self.region.reserve(base, reserve)?;
+        self.region.set_u8(base + A_KIND, kind)?;
         if kind == kind::SMALL {
             // Fault the arena in with one call: small arenas fill pool after pool.
             self.region.populate(base, ARENA);
-        }
-        self.region.set_u8(base + A_KIND, kind)?;
-        if kind == kind::SMALL {
             for i in 1..=SMALL_POOLS as u64 {
                 self.region.set_u8(record_off(pool_id(a, i)) + D_STATE, state::FRESH)?;
             }

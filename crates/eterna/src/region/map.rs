@@ -46,12 +46,11 @@ impl Map {
 /// Every access is bounds-checked against the file length this handle knows (`len`), so a
 /// corrupt offset read from the file becomes an error, never a fault past the end.
 pub struct Region {
-    file: File,             // the open descriptor; read-only for Access::ReadOnly
-    map: Map,               // the shared mapping, `cap` bytes long
-    len: u64,               // the file length this handle has seen; accesses stay below it
-    cap: u64,               // the mapping's length, >= len
-    punch_supported: bool,  // false once the filesystem refused to punch a hole
-    prefill_by_write: bool, // `populate` writes zeros first (a block filesystem, not tmpfs)
+    file: File,            // the open descriptor; read-only for Access::ReadOnly
+    map: Map,              // the shared mapping, `cap` bytes long
+    len: u64,              // the file length this handle has seen; accesses stay below it
+    cap: u64,              // the mapping's length, >= len
+    punch_supported: bool, // false once the filesystem refused to punch a hole
 }
 
 /// An offset range outside the file.
@@ -108,8 +107,7 @@ impl Region {
             Access::ReadWrite => Map::Rw(unsafe { opts.map_mut(&file)? }),
         };
         map.advise_random()?;
-        let prefill_by_write = access == Access::ReadWrite && !os::is_tmpfs(&file);
-        Ok(Region { file, map, len, cap, punch_supported: true, prefill_by_write })
+        Ok(Region { file, map, len, cap, punch_supported: true })
     }
 
     /// Whether this handle may write.
@@ -251,27 +249,13 @@ impl Region {
         os::reserve(&self.file, off, len)
     }
 
-    /// Brings `off..off + len`, a range that holds nothing (a hole just reserved, or free
-    /// space no reader can reach), into memory as zeros, writable, ahead of the stores that
-    /// will fill it: far cheaper than one page fault per page. Only an optimisation: if a
-    /// call fails the range is still zeros and later stores fault it in one page at a time.
-    ///
-    /// On a block filesystem the range is first written with zeros through `pwrite`, one
-    /// pool (16 KiB) per call: a page fault on a reserved but never written extent reads it
-    /// (ext4 zero-fills each page and maps its blocks one by one) before `page_mkwrite`
-    /// maps it again, while a whole-page write does neither. One pool per call keeps the
-    /// page cache's folios inside one pool, so punching a pool out later never has to
-    /// split a dirty folio (a split that fails leaves the pages in memory). On tmpfs the
-    /// write path is the slower one and is skipped. Then `MADV_POPULATE_WRITE` maps the
-    /// range in one call.
+    /// Faults `off..off + len` in, writable, in one call instead of one page fault per
+    /// page. Only a hint: kernels without `MADV_POPULATE_WRITE` just skip it.
     pub fn populate(&self, off: u64, len: u64) {
         if self.check(off, len).is_err() {
             return;
         }
         if let Map::Rw(m) = &self.map {
-            if self.prefill_by_write {
-                let _ = os::write_zeros(&self.file, off, len);
-            }
             let _ = m.advise_range(Advice::PopulateWrite, off as usize, len as usize);
         }
     }

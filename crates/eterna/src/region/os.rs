@@ -24,28 +24,19 @@ pub fn reserve(file: &File, off: u64, len: u64) -> io::Result<()> {
     }
 }
 
-/// Writes zeros over `off..off + len`, at most one pool (16 KiB) per call: the fallback
-/// of [`reserve`] where `fallocate` is unsupported (writing allocates the blocks), and the
-/// first half of `Region::populate` (see there why one pool per call).
+/// Fallback for [`reserve`]: allocates blocks by writing zeros over the range.
 ///
-/// Only for ranges that hold nothing: whatever was there reads as zeros afterwards.
-pub fn write_zeros(file: &File, off: u64, len: u64) -> io::Result<()> {
-    const CHUNK: usize = crate::format::POOL as usize;
-    static ZEROS: [u8; CHUNK] = [0; CHUNK];
+/// Only used where `fallocate` is unsupported, so the range is known to be unused.
+fn write_zeros(file: &File, off: u64, len: u64) -> io::Result<()> {
+    const CHUNK: usize = 64 * 1024;
+    let zeros = vec![0u8; CHUNK];
     let mut done = 0u64;
     while done < len {
         let n = (len - done).min(CHUNK as u64) as usize;
-        file.write_all_at(&ZEROS[..n], off + done)?;
+        file.write_all_at(&zeros[..n], off + done)?;
         done += n as u64;
     }
     Ok(())
-}
-
-/// Whether the file lives on tmpfs (memory only, no block device underneath).
-pub fn is_tmpfs(file: &File) -> bool {
-    // TMPFS_MAGIC of <linux/magic.h>, written as a literal so that it takes `f_type`'s
-    // type, which differs between platforms.
-    rustix::fs::fstatfs(file).is_ok_and(|st| st.f_type == 0x0102_1994)
 }
 
 /// Gives the disk blocks of `off..off + len` back to the filesystem; the range reads as
