@@ -142,12 +142,14 @@ fn input_error(e: InputError, path: &[Key]) -> TxnError {
 #[derive(Debug, Default)]
 pub struct Pending {
     queue: VecDeque<(u64, Vec<u64>)>, // (transaction that freed them, blocks)
+    count: usize,                     // blocks in `queue`
 }
 
 impl Pending {
     /// Queues the blocks transaction `txn` replaced.
     pub fn push(&mut self, txn: u64, blocks: Vec<u64>) {
         if !blocks.is_empty() {
+            self.count += blocks.len();
             self.queue.push_back((txn, blocks));
         }
     }
@@ -157,6 +159,7 @@ impl Pending {
     pub fn free_up_to(&mut self, alloc: &mut Allocator, oldest: u64) -> Result<(), TxnError> {
         while self.queue.front().is_some_and(|(t, _)| *t <= oldest) {
             let (_, blocks) = self.queue.pop_front().expect("front exists");
+            self.count -= blocks.len();
             for b in blocks {
                 match alloc.free(b) {
                     Ok(()) => {}
@@ -175,7 +178,7 @@ impl Pending {
 
     /// Blocks still waiting.
     pub fn len(&self) -> usize {
-        self.queue.iter().map(|(_, b)| b.len()).sum()
+        self.count
     }
 
     /// Whether nothing waits.

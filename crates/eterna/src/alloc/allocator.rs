@@ -791,6 +791,11 @@ impl Allocator {
         Ok(())
     }
 
+    /// Blocks allocated now (the live-blocks counter, without a scan).
+    pub fn blocks_allocated(&self) -> u64 {
+        self.st.live.blocks
+    }
+
     /// Every live block: (offset, usable size), in address order.
     pub fn live_blocks(&self) -> Result<Vec<(u64, u64)>, Corruption> {
         let mut out = Vec::new();
