@@ -41,7 +41,7 @@ counters! {
     disk_bytes: "Bytes the file occupies on disk (st_blocks * 512).",
     txn_id: "Transaction id of the state last published.",
     readers: "Processes whose snapshots pin a state (listed in reader_list).",
-    blocks_pending: "Replaced blocks waiting for readers to move on before reuse (known to the writing process).",
+    blocks_pending: "Replaced blocks not yet reused: they wait for readers to move on and are freed in batches (known to the writing process).",
     spare_target: "Empty pools the spare policy currently keeps.",
     releases: "Release passes run (each punches what the spare policy gives back).",
     gc_collections: "Collections ever run (compactions included).",
