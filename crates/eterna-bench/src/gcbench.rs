@@ -133,22 +133,6 @@ after = rss()
 print(json.dumps({"kept": len(strings), "rss_returned_pct": 100.0 * (full - after) / (full - base)}))
 "#;
 
-/// Resident bytes of this process's mappings of `path` (from /proc/self/smaps).
-fn mapped_rss(path: &Path) -> u64 {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
-    let name = path.to_string_lossy();
-    let (mut inside, mut total) = (false, 0);
-    for line in smaps.lines() {
-        let first = line.split_whitespace().next().unwrap_or("");
-        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-            inside = line.ends_with(name.as_ref());
-        } else if inside && line.starts_with("Rss:") {
-            total += line.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * 1024;
-        }
-    }
-    total
-}
-
 /// Reads every string of `root["l"]` through a fresh read-only mapping; returns the
 /// mapping's resident bytes afterwards.
 fn reader_rss(path: &Path) -> Result<u64, Box<dyn std::error::Error>> {
@@ -164,7 +148,7 @@ fn reader_rss(path: &Path) -> Result<u64, Box<dyn std::error::Error>> {
         }
     }
     std::hint::black_box(bytes);
-    Ok(mapped_rss(path))
+    Ok(heap.resident_bytes()?)
 }
 
 /// One object-level fragmentation run on eterna: disk and reader RSS returned after the

@@ -245,6 +245,13 @@ impl Heap {
         &self.path
     }
 
+    /// Bytes of this heap's file resident in this process's mappings of it (Linux
+    /// `/proc/self/smaps`): what this process has mapped of the shared page cache, its
+    /// snapshots' reads and (in the writer) its writes.
+    pub fn resident_bytes(&self) -> io::Result<u64> {
+        crate::region::resident_in_mappings(&self.path)
+    }
+
     /// The committed state as the file says now.
     fn current_meta(&self) -> Result<Meta, OpenError> {
         let v = self.readmap.view(CONTROL_RESERVED)?;

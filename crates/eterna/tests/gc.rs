@@ -256,23 +256,6 @@ fn readers_of_an_old_snapshot_read_through_a_compaction() {
     assert_eq!(r.unreachable_blocks, 0);
 }
 
-/// Resident bytes of this process's mappings of `path` (from /proc/self/smaps).
-fn mapped_rss(path: &Path) -> u64 {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-    let name = path.to_str().unwrap();
-    let mut inside = false;
-    let mut total = 0;
-    for line in smaps.lines() {
-        let first = line.split_whitespace().next().unwrap_or("");
-        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-            inside = line.ends_with(name);
-        } else if inside && line.starts_with("Rss:") {
-            total += line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024;
-        }
-    }
-    total
-}
-
 /// Reads every string of root["l"] through a fresh read-only mapping and returns the
 /// resident size of that mapping afterwards, and the item count.
 fn read_all_rss(path: &Path) -> (u64, u64) {
@@ -286,7 +269,9 @@ fn read_all_rss(path: &Path) -> (u64, u64) {
         n += 1;
     }
     assert!(bytes > 0 || n == 0);
-    let rss = mapped_rss(path);
+    let rss = heap.resident_bytes().unwrap();
+    let file = std::fs::metadata(path).unwrap().len();
+    assert!(rss > 0 && rss <= file, "{rss} bytes resident of a {file}-byte file after reading it");
     (rss, n)
 }
 

@@ -6,6 +6,7 @@ use rustix::fs::{fallocate, fdatasync, fstat, FallocateFlags};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 
 /// Makes sure the file owns disk blocks for `off..off + len`, extending its size when the
 /// range reaches past the end. After this returns `Ok`, a store through a shared mapping into
@@ -63,6 +64,27 @@ pub fn sync_data(file: &File) -> io::Result<()> {
 pub fn sizes(file: &File) -> io::Result<(u64, u64)> {
     let st = fstat(file)?;
     Ok((st.st_size as u64, st.st_blocks as u64 * 512))
+}
+
+/// Bytes of the file at `path` resident in this process's mappings of it: the `Rss` of
+/// every mapping of that file listed in `/proc/self/smaps` (Linux). The pages are the
+/// shared page cache; this is what this process has mapped of them.
+pub fn resident_in_mappings(path: &Path) -> io::Result<u64> {
+    let name = std::fs::canonicalize(path)?;
+    let name = name.to_string_lossy();
+    let smaps = std::fs::read_to_string("/proc/self/smaps")?;
+    let (mut inside, mut total) = (false, 0u64);
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            // A mapping's header line ends with its file's path, after a space.
+            inside = line.strip_suffix(name.as_ref()).is_some_and(|rest| rest.ends_with(' '));
+        } else if inside && line.starts_with("Rss:") {
+            let kib = line.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok());
+            total += kib.ok_or_else(|| io::Error::other(format!("unreadable smaps line {line:?}")))? * 1024;
+        }
+    }
+    Ok(total)
 }
 
 /// The operating system's page size.
