@@ -1,6 +1,6 @@
 //! The few operating-system calls the region needs, behind one small interface:
 //! reserving disk blocks, punching them out again, syncing, and asking how much of
-//! the file occupies the disk.
+//! the file occupies the disk and how much of it this process has resident.
 
 use rustix::fs::{fallocate, fdatasync, fstat, FallocateFlags};
 use std::fs::File;
