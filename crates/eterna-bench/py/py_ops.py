@@ -19,7 +19,9 @@ Phases, each timed on its own, in every store:
           store's default durability (eterna sync="commit", lmdb sync=True; shelve
           `sync()` and sqlitedict `commit()` after each write) and once without syncing
           (eterna sync="none", lmdb sync=False/metasync=False; Manager, which persists
-          nothing, is listed here).
+          nothing, is listed here). For eterna and lmdb the synced writes also report the
+          write requests and KiB per commit that the block device holding the files
+          counted meanwhile (Linux /sys/dev/block; other processes' writes count too).
 
 Each (store, run) is a fresh subprocess of this script (`--worker STORE`), so memory and
 caches other than the OS page cache do not carry over; stores are interleaved within a run;
@@ -75,6 +77,30 @@ def timed(fn):
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t
+
+
+def disk_writes(path):
+    """(write requests, 512-byte sectors written) so far by the block device holding
+    `path`, from /sys/dev/block/MAJ:MIN/stat; None where there is none (tmpfs). The
+    counters count every process's writes to that device."""
+    dev = os.stat(path).st_dev
+    try:
+        with open(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}/stat") as f:
+            fields = f.read().split()
+        return int(fields[4]), int(fields[6])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def timed_io(fn, path, count):
+    """Seconds `fn` took, and the device's write requests and KiB per operation (`count`
+    of them) meanwhile, or None for those where the device has no counters."""
+    before = disk_writes(path)
+    secs = timed(fn)
+    after = disk_writes(path)
+    if before is None or after is None:
+        return secs, None
+    return secs, [(after[0] - before[0]) / count, (after[1] - before[1]) / 2 / count]
 
 
 def du(path):
@@ -158,8 +184,10 @@ def w_eterna(a, d, probe, upd, tmp):
             data = db.root["data"]
             for k, v in ws:
                 data[k] = v
-        r[f"writes_{sync}_expr"] = timed(expr) * len(upd) / half
-        r[f"writes_{sync}_held"] = timed(held) * len(upd) / (len(upd) - half)
+        secs, r[f"io_{sync}_expr"] = timed_io(expr, tmp, half)
+        r[f"writes_{sync}_expr"] = secs * len(upd) / half
+        secs, r[f"io_{sync}_held"] = timed_io(held, tmp, len(upd) - half)
+        r[f"writes_{sync}_held"] = secs * len(upd) / (len(upd) - half)
         db.close()
     db = eterna.open(p, readonly=True)
     with db.snapshot() as root:
@@ -210,7 +238,7 @@ def w_lmdb(a, d, probe, upd, tmp):
             for k, v in upd:
                 with env.begin(write=True) as txn:
                     txn.put(k.encode(), v.encode())
-        r[f"writes_{mode}"] = timed(writes)
+        r[f"writes_{mode}"], r[f"io_{mode}"] = timed_io(writes, tmp, len(upd))
         env.close()
     env = lmdb.open(p, readonly=True)
     with env.begin() as txn:
@@ -425,6 +453,9 @@ def summarize(a, results, info):
             "runs": len(by[s]), "n": by[s][0]["n"], "reads_n": by[s][0]["reads_n"],
             "writes_n": by[s][0]["writes_n"], "check": all(r.get("check", True) for r in by[s]),
         }
+        for field in ("io_commit", "io_commit_expr", "io_commit_held"):
+            for i, unit in enumerate(("requests", "kib")):
+                M[s][f"{field}_{unit}"] = med(s, lambda r: r[field][i] if r.get(field) else None)
 
     def per_run_ratios(f_et, f_peer, peer):
         """eterna/peer per run, pairing the i-th run of each (same run, interleaved)."""
@@ -551,6 +582,14 @@ def summarize(a, results, info):
     L.append(f"- the same without sync (information; sync=\"none\" against `sync=False, metasync=False`): "
              f"expression form {fratio(ratio(E.get('w_none_expr'), Lm.get('w_none')))}, "
              f"held proxy {fratio(ratio(E.get('w_none_held'), Lm.get('w_none')))}")
+    def io(store, field):
+        m = M.get(store, {})
+        q, k = m.get(f"{field}_requests"), m.get(f"{field}_kib")
+        return "not measured" if q is None else f"{q:.1f} write requests, {k:.1f} KiB"
+    L.append(f"- disk writes per synced single-key commit (medians; the counters of the device holding the "
+             f"files, `/sys/dev/block/MAJ:MIN/stat`, which also count other processes' writes): eterna "
+             f"expression form {io('eterna', 'io_commit_expr')}, held proxy {io('eterna', 'io_commit_held')}; "
+             f"py-lmdb {io('lmdb', 'io_commit')}")
     bad = [s for s in M if not M[s]["check"]]
     L.append(f"- checks: 1,000 of each store's reads returned the expected value; eterna and py-lmdb, reopened "
              f"read-only after the writes, held every key's last written value: "
