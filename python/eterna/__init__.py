@@ -133,6 +133,19 @@ class _Proxy:
         finally:
             snap.end()
 
+    def _read_one(self, fn):
+        """As `_read`, for one small read: outside a transaction it goes through the
+        writer's view of the last commit when this process already writes and no other
+        thread is in a transaction (no snapshot to pin; the write-through expression
+        `db.root["k"][x] = v` reads `db.root["k"]` this way), else through a snapshot."""
+        if self._h is not None:
+            return fn(self._h)
+        h = self._db._native().latest()
+        try:
+            return fn(h)
+        finally:
+            h.end()
+
     def _write(self, fn):
         h = self._h
         if h is not None:
@@ -176,7 +189,7 @@ class _Proxy:
     def __len__(self) -> int:
         if self._off is not None:
             return self._h.len_in(self._off)
-        return self._read(lambda h: h.len(self._path))
+        return self._read_one(lambda h: h.len(self._path))
 
     def __repr__(self) -> str:
         return f"eterna.{type(self).__name__}({self._unwrap()!r})"
@@ -226,7 +239,7 @@ class Dict(_Proxy, MutableMapping):
             v = self._h.get_in(off, key)
             return self._wrap(v, key) if type(v) is _Nested else v
         try:
-            return self._wrap(self._read(lambda h: h.get(self._path + (key,))), key)
+            return self._wrap(self._read_one(lambda h: h.get(self._path + (key,))), key)
         except KeyError:
             raise KeyError(key) from None
 
@@ -247,7 +260,7 @@ class Dict(_Proxy, MutableMapping):
     def __contains__(self, key: object) -> bool:
         if self._off is not None:
             return self._h.contains_in(self._off, key)
-        return self._read(lambda h: h.contains(self._path, key))
+        return self._read_one(lambda h: h.contains(self._path, key))
 
 
 def _chunks(handle: Any, off: int, size: int = 4096) -> Iterator:
@@ -282,7 +295,7 @@ class List(_Proxy, MutableSequence):
             except KeyError:
                 raise IndexError("list index out of range") from None
         try:
-            return self._wrap(self._read(lambda h: h.get(self._path + (i,))), i)
+            return self._wrap(self._read_one(lambda h: h.get(self._path + (i,))), i)
         except KeyError:
             raise IndexError("list index out of range") from None
 
@@ -377,7 +390,7 @@ class Set(_Proxy, MutableSet):
     def __contains__(self, key: object) -> bool:
         if self._off is not None:
             return self._h.contains_in(self._off, key)
-        return self._read(lambda h: h.contains(self._path, key))
+        return self._read_one(lambda h: h.contains(self._path, key))
 
     def __iter__(self) -> Iterator:
         return iter(self._read(lambda h: h.members(self._path)))
@@ -401,7 +414,7 @@ class Record(_Proxy):
 
     @property
     def type_name(self) -> str:
-        return self._read(lambda h: h.type_name(self._path))
+        return self._read_one(lambda h: h.type_name(self._path))
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -412,7 +425,7 @@ class Record(_Proxy):
             except KeyError:
                 raise AttributeError(f"record {self.type_name!r} has no field {name!r}") from None
         try:
-            return self._wrap(self._read(lambda h: h.get(self._path + (name,))), name)
+            return self._wrap(self._read_one(lambda h: h.get(self._path + (name,))), name)
         except KeyError:
             raise AttributeError(f"record {self.type_name!r} has no field {name!r}") from None
 

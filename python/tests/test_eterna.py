@@ -499,3 +499,27 @@ def test_compact_gives_disk_back_while_a_snapshot_reads(tmp_path):
             print("read-only")
         """)], capture_output=True, text=True)
     assert check.stdout.strip() == "read-only", check.stderr
+
+
+def test_reads_outside_a_transaction_see_the_last_commit_while_another_thread_writes(db):
+    db.root["k"] = 1  # this process now holds the writer's role: such reads skip snapshots
+    begun, release = threading.Event(), threading.Event()
+
+    def writer(_):
+        with db.transaction() as root:
+            root["k"] = 2
+            begun.set()
+            assert release.wait(10)
+
+    t = threading.Thread(target=writer, args=(0,))
+    t.start()
+    assert begun.wait(10)
+    try:
+        # The other thread's transaction holds the writer: this read takes a snapshot
+        # instead of waiting, and sees the last commit, not the running transaction.
+        assert db.root["k"] == 1
+        assert "k" in db.root and len(db.root) >= 1
+    finally:
+        release.set()
+        t.join()
+    assert db.root["k"] == 2

@@ -541,6 +541,22 @@ impl Db {
         Ok(Snap { txn: Some(txn), _heap: heap })
     }
 
+    /// A handle on the last committed state for one short read: a write transaction when
+    /// this process already holds the writer's role and no other thread is in one (it is
+    /// aborted after the read: no snapshot pin, no second mapping of what the next commit
+    /// changes), else a snapshot. End it with `abort()` or `end()`.
+    fn latest(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let heap = self.heap.clone();
+        let Some(txn) = heap.try_write_now() else {
+            return Ok(Py::new(py, self.read()?)?.into_any());
+        };
+        // SAFETY: as in `write`: the Arc is kept by `Txn` in a field dropped after `txn`,
+        // so the heap outlives the transaction.
+        let txn = unsafe { std::mem::transmute::<WriteTxn<'_>, WriteTxn<'static>>(txn) };
+        let t = Txn { txn: Some(txn), _heap: heap, owner: std::thread::current().id() };
+        Ok(Py::new(py, t)?.into_any())
+    }
+
     /// Begins the write transaction (waiting, without the GIL, for another thread's or
     /// process's).
     fn write(&self, py: Python<'_>) -> PyResult<Txn> {
@@ -863,6 +879,11 @@ reads!(Txn, {
     fn abort(&mut self) -> PyResult<()> {
         drop(self.take()?);
         Ok(())
+    }
+
+    /// The same as `abort`, under a snapshot's name, for a handle from `Db.latest()`.
+    fn end(&mut self) -> PyResult<()> {
+        self.abort()
     }
 });
 

@@ -349,6 +349,26 @@ impl Heap {
         Ok(WriteTxn { heap: self, guard, st, done: false })
     }
 
+    /// A write transaction if one can begin at once without taking anything new: this
+    /// process already holds the writer's role (an earlier write set it up) and no other
+    /// thread is in a transaction. `None` otherwise: it never waits and never takes the
+    /// cross-process writer lock. A front end reads the last committed state through it
+    /// (and then aborts it) to skip a snapshot's pin in the reader table, whose pages the
+    /// next commit would otherwise find mapped twice.
+    pub fn try_write_now(&self) -> Option<WriteTxn<'_>> {
+        if self.options.readonly || std::process::id() != self.pid {
+            return None;
+        }
+        let guard = match self.writer.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        let meta = *guard.as_ref()?.alloc.meta();
+        let st = WriteState::new(Word(meta.root), Word(meta.shared));
+        Some(WriteTxn { heap: self, guard, st, done: false })
+    }
+
     /// Runs the tracing collector: every block the current state does not reach, and that
     /// no earlier commit already queued, is freed once no snapshot pins an older state.
     /// Never writes an object page. One committed transaction (fully synced).

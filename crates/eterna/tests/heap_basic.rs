@@ -182,3 +182,34 @@ fn snapshots_are_isolated_and_sharing_has_value_semantics() {
     assert_eq!(len(&old, "a"), 2, "an older snapshot never changes");
     assert!(old.get(&[k("b")]).unwrap().is_none());
 }
+
+/// `try_write_now` begins a transaction only when it can without waiting or taking the
+/// writer's role: not on a read-only heap, not before this process's first write, not
+/// while another transaction runs; one it begins sees the last commit and, dropped,
+/// changes nothing.
+#[test]
+fn try_write_now_never_waits_nor_takes_the_writer_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h");
+    let heap = Heap::open(&path, Options::default()).unwrap();
+    assert!(heap.try_write_now().is_none(), "no write yet: the writer's role is not taken");
+    let mut w = heap.write().unwrap();
+    w.set(&[k("x")], &s("one")).unwrap();
+    w.commit().unwrap();
+
+    let held = heap.write().unwrap();
+    assert!(heap.try_write_now().is_none(), "a transaction is running");
+    drop(held);
+
+    let t = heap.try_write_now().expect("the writer's role is held and free");
+    assert_eq!(text(t.get(&[k("x")]).unwrap()), "one");
+    drop(t);
+    let mut w = heap.write().unwrap();
+    w.set(&[k("x")], &s("two")).unwrap();
+    w.commit().unwrap();
+    assert_eq!(text(heap.try_write_now().unwrap().get(&[k("x")]).unwrap()), "two");
+    heap.close().unwrap();
+
+    let ro = Heap::open(&path, Options { readonly: true, ..Options::default() }).unwrap();
+    assert!(ro.try_write_now().is_none(), "a read-only heap never writes");
+}
