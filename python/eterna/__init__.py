@@ -124,23 +124,16 @@ class _Proxy:
         object.__setattr__(self, "_path", path)
         object.__setattr__(self, "_off", off)
 
-    def _read(self, fn):
+    def _read(self, fn, one=False):
+        """Runs `fn` on this proxy's handle, or outside a transaction on a snapshot. With
+        `one` (a single small read), when this process already writes and no other thread
+        is in a transaction, it reads through the writer's view of the last commit instead
+        (no snapshot to pin; the write-through expression `db.root["k"][x] = v` reads
+        `db.root["k"]` this way)."""
         if self._h is not None:
             return fn(self._h)
-        snap = self._db._native().read()
-        try:
-            return fn(snap)
-        finally:
-            snap.end()
-
-    def _read_one(self, fn):
-        """As `_read`, for one small read: outside a transaction it goes through the
-        writer's view of the last commit when this process already writes and no other
-        thread is in a transaction (no snapshot to pin; the write-through expression
-        `db.root["k"][x] = v` reads `db.root["k"]` this way), else through a snapshot."""
-        if self._h is not None:
-            return fn(self._h)
-        h = self._db._native().latest()
+        native = self._db._native()
+        h = native.latest() if one else native.read()
         try:
             return fn(h)
         finally:
@@ -189,7 +182,7 @@ class _Proxy:
     def __len__(self) -> int:
         if self._off is not None:
             return self._h.len_in(self._off)
-        return self._read_one(lambda h: h.len(self._path))
+        return self._read(lambda h: h.len(self._path), one=True)
 
     def __repr__(self) -> str:
         return f"eterna.{type(self).__name__}({self._unwrap()!r})"
@@ -239,7 +232,7 @@ class Dict(_Proxy, MutableMapping):
             v = self._h.get_in(off, key)
             return self._wrap(v, key) if type(v) is _Nested else v
         try:
-            return self._wrap(self._read_one(lambda h: h.get(self._path + (key,))), key)
+            return self._wrap(self._read(lambda h: h.get(self._path + (key,)), one=True), key)
         except KeyError:
             raise KeyError(key) from None
 
@@ -260,7 +253,7 @@ class Dict(_Proxy, MutableMapping):
     def __contains__(self, key: object) -> bool:
         if self._off is not None:
             return self._h.contains_in(self._off, key)
-        return self._read_one(lambda h: h.contains(self._path, key))
+        return self._read(lambda h: h.contains(self._path, key), one=True)
 
 
 def _chunks(handle: Any, off: int, size: int = 4096) -> Iterator:
@@ -295,7 +288,7 @@ class List(_Proxy, MutableSequence):
             except KeyError:
                 raise IndexError("list index out of range") from None
         try:
-            return self._wrap(self._read_one(lambda h: h.get(self._path + (i,))), i)
+            return self._wrap(self._read(lambda h: h.get(self._path + (i,)), one=True), i)
         except KeyError:
             raise IndexError("list index out of range") from None
 
@@ -390,7 +383,7 @@ class Set(_Proxy, MutableSet):
     def __contains__(self, key: object) -> bool:
         if self._off is not None:
             return self._h.contains_in(self._off, key)
-        return self._read_one(lambda h: h.contains(self._path, key))
+        return self._read(lambda h: h.contains(self._path, key), one=True)
 
     def __iter__(self) -> Iterator:
         return iter(self._read(lambda h: h.members(self._path)))
@@ -414,7 +407,7 @@ class Record(_Proxy):
 
     @property
     def type_name(self) -> str:
-        return self._read_one(lambda h: h.type_name(self._path))
+        return self._read(lambda h: h.type_name(self._path), one=True)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -425,7 +418,7 @@ class Record(_Proxy):
             except KeyError:
                 raise AttributeError(f"record {self.type_name!r} has no field {name!r}") from None
         try:
-            return self._wrap(self._read_one(lambda h: h.get(self._path + (name,))), name)
+            return self._wrap(self._read(lambda h: h.get(self._path + (name,)), one=True), name)
         except KeyError:
             raise AttributeError(f"record {self.type_name!r} has no field {name!r}") from None
 

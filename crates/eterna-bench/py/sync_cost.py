@@ -25,18 +25,9 @@ import statistics
 import tempfile
 import time
 
+from py_ops import disk_writes  # this directory's py-ops harness
+
 PAGE = 4096
-
-
-def device_writes(path):
-    """(write requests, 512-byte sectors) of the block device holding `path`, or None."""
-    dev = os.stat(path).st_dev
-    try:
-        with open(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}/stat") as f:
-            fields = f.read().split()
-        return int(fields[4]), int(fields[6])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def sync_per_page(path, size, rounds):
@@ -74,12 +65,12 @@ def folio_amplification(path, size, chunk):
             os.pwrite(fd, block, off)
         os.fdatasync(fd)
         with mmap.mmap(fd, size) as m:
-            before = device_writes(path)
+            before = disk_writes(path)
             for _ in range(20):
                 for _ in range(20):
                     m[random.randrange(size // PAGE) * PAGE] = 3
                 os.fdatasync(fd)
-            after = device_writes(path)
+            after = disk_writes(path)
         if before is None or after is None:
             print(f"filled by pwrite of {chunk >> 10} KiB: no device counters here")
             return
