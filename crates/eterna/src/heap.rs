@@ -344,9 +344,14 @@ impl Heap {
         if guard.is_none() {
             *guard = Some(self.start_writer()?);
         }
-        let meta = *guard.as_ref().expect("set above").alloc.meta();
+        Ok(self.begin(guard).expect("set above"))
+    }
+
+    /// A transaction on the last commit, holding `guard`; `None` if no writer is set up.
+    fn begin<'h>(&'h self, guard: MutexGuard<'h, Option<Writer>>) -> Option<WriteTxn<'h>> {
+        let meta = *guard.as_ref()?.alloc.meta();
         let st = WriteState::new(Word(meta.root), Word(meta.shared));
-        Ok(WriteTxn { heap: self, guard, st, done: false })
+        Some(WriteTxn { heap: self, guard, st, done: false })
     }
 
     /// A write transaction if one can begin at once without taking anything new: this
@@ -364,9 +369,7 @@ impl Heap {
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
-        let meta = *guard.as_ref()?.alloc.meta();
-        let st = WriteState::new(Word(meta.root), Word(meta.shared));
-        Some(WriteTxn { heap: self, guard, st, done: false })
+        self.begin(guard)
     }
 
     /// Runs the tracing collector: every block the current state does not reach, and that
