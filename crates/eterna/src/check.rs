@@ -4,7 +4,9 @@
 //! dict's agreement between its trie and its order vector), and that every reachable
 //! object is a live block of the right size. Blocks allocated but unreachable are
 //! reported (a running writer's pending frees, or what the collector will reclaim), not
-//! treated as corruption.
+//! treated as corruption. While a writer runs, the file's pool bits may lag its last
+//! commits (it writes them back in batches): then a reachable object must lie at a block
+//! of its size in a pool in use, and its bit is not required.
 
 use crate::alloc::{block_size, Allocator};
 use crate::error::{Corruption, OpenError};
@@ -92,7 +94,11 @@ fn check_once(path: &Path) -> Result<Report, CheckError> {
     };
     let probe = Allocator::open_for_recovery_readonly(path).map_err(open_err)?;
     let meta = *probe.meta();
-    let interrupted = meta.flags & META_WRITER != 0 && !writer_alive(path)?;
+    let writing = meta.flags & META_WRITER != 0;
+    let interrupted = writing && !writer_alive(path)?;
+    // A running writer writes the pool bits of blocks it allocates and frees back in
+    // batches: a reachable block must lie in a pool of its size, but its bit may lag.
+    let lagging = writing && !interrupted;
     let alloc =
         if interrupted { probe } else { Allocator::open(path, Access::ReadOnly).map_err(open_err)? };
     if !interrupted {
@@ -116,7 +122,8 @@ fn check_once(path: &Path) -> Result<Report, CheckError> {
         check_object(mem, seed, off, size)?;
         if !interrupted {
             let want = block_size(size as usize);
-            match alloc.usable_size(off) {
+            let found = if lagging { alloc.slot_size(off) } else { alloc.usable_size(off) };
+            match found {
                 Some(u) if u == want => {}
                 Some(u) => {
                     return Err(Corruption::new(
@@ -130,6 +137,7 @@ fn check_once(path: &Path) -> Result<Report, CheckError> {
         }
     }
     if !interrupted {
+        // With a writer running this also counts blocks it freed since its last write-back.
         for (off, usable) in alloc.live_blocks()? {
             if !sizes.contains_key(&off) {
                 report.unreachable_blocks += 1;

@@ -72,6 +72,7 @@ struct Writer {
     pending: Pending, // blocks replaced by commits, waiting for readers
     auto_ratio: u64,  // automatic compaction's current threshold, see `AUTO_COMPACT_RATIO`
     young: OffsetSet, // blocks committed since the last collection (the young generation)
+    collect: bool,    // a full collection is due before the first transaction (see `start_writer`)
     _lock: File,      // holds the writer lock (flock) until the heap closes
 }
 
@@ -110,6 +111,13 @@ fn lock_writer(path: &Path, timeout: Option<Duration>) -> Result<File, TxnError>
             }
             Err(e) => return Err(TxnError::Io(e.into())),
         }
+    }
+}
+
+fn rebuild_error(e: crate::alloc::RebuildError) -> TxnError {
+    match e {
+        crate::alloc::RebuildError::Corrupt(c) => TxnError::Corrupt(c),
+        crate::alloc::RebuildError::Io(e) => TxnError::Io(e),
     }
 }
 
@@ -191,14 +199,22 @@ impl Heap {
         let lock = lock_writer(&self.path, self.options.lock_timeout)?;
         let mut alloc = Allocator::open_for_recovery(&self.path).map_err(open_error)?;
         let txn = alloc.meta().txn_id;
+        let mut collect = false;
         if alloc.meta().flags & META_WRITER != 0 {
             // Another process's snapshot of an older state may read blocks only that state
             // reaches, which a rebuild from the current state would free. If the side
-            // metadata is consistent, go on without freeing the dead writer's leftovers
-            // (the collector will); rebuild only when nobody pins an older state, or the
-            // metadata needs it (then wait for those readers).
+            // metadata is consistent, go on without a rebuild: the dead writer's pool bits
+            // may lag what it allocated (see `Allocator::write_back`), so every block of a
+            // pool in use is taken as live, and a full collection before the first
+            // transaction retires what the current state does not reach. Rebuild only when
+            // nobody pins an older state, or the metadata needs it (then wait for those
+            // readers).
             match Allocator::open(&self.path, Access::ReadWrite) {
-                Ok(strict) if self.table.oldest(txn) < txn => alloc = strict,
+                Ok(strict) if self.table.oldest(txn) < txn => {
+                    alloc = strict;
+                    alloc.assume_in_use_pools_full().map_err(rebuild_error)?;
+                    collect = true;
+                }
                 _ => self.recover(&mut alloc)?,
             }
         } else {
@@ -214,6 +230,7 @@ impl Heap {
             pending: Pending::default(),
             auto_ratio: AUTO_COMPACT_RATIO,
             young: OffsetSet::default(),
+            collect,
             _lock: lock,
         })
     }
@@ -232,10 +249,7 @@ impl Heap {
             std::thread::sleep(Duration::from_millis(5));
         }
         let blocks = walk::reachable(alloc.region().as_slice(), &[Word(meta.root), Word(meta.shared)])?;
-        alloc.rebuild(blocks).map_err(|e| match e {
-            crate::alloc::RebuildError::Corrupt(c) => TxnError::Corrupt(c),
-            crate::alloc::RebuildError::Io(e) => TxnError::Io(e),
-        })?;
+        alloc.rebuild(blocks).map_err(rebuild_error)?;
         alloc.publish(meta.root, meta.shared, META_WRITER, Durability::Full)?;
         Ok(())
     }
@@ -340,11 +354,21 @@ impl Heap {
         if std::process::id() != self.pid {
             return Err(TxnError::Forked { opened_by: self.pid });
         }
-        let mut guard = self.writer();
-        if guard.is_none() {
-            *guard = Some(self.start_writer()?);
+        loop {
+            let mut guard = self.writer();
+            match guard.as_mut() {
+                None => *guard = Some(self.start_writer()?),
+                Some(w) if w.collect => {
+                    // A recovery took every block of every pool in use as live: collect
+                    // before the first transaction (the collection is one itself).
+                    w.collect = false;
+                    drop(guard);
+                    self.gc()?;
+                    continue;
+                }
+                Some(_) => return Ok(self.begin(guard).expect("set up")),
+            }
         }
-        Ok(self.begin(guard).expect("set above"))
     }
 
     /// A transaction on the last commit, holding `guard`; `None` if no writer is set up.
@@ -446,7 +470,9 @@ impl Heap {
     }
 
     /// The allocator's counters (`stats --json` keys); `readers` counts the processes
-    /// whose snapshots pin a state, listed in `reader_list`.
+    /// whose snapshots pin a state, listed in `reader_list`. In a process that is not the
+    /// writer they are read from the file, whose live-block counts lag a running writer by
+    /// up to one reuse batch (see `docs/design.md`, "Pool bits lag a running writer").
     pub fn stats(&self) -> Result<Stats, OpenError> {
         let guard = self.writer();
         let mut s = match guard.as_ref() {
@@ -692,6 +718,9 @@ impl WriteTxn<'_> {
             let limit = txn.saturating_sub(1);
             let limit = heap.table.oldest(limit).min(limit);
             w.pending.free_up_to(&mut w.alloc, limit)?;
+            // The frees changed pool records all over the file: write them now, once per
+            // batch, rather than let the file lag further.
+            w.alloc.write_back()?;
         }
         self.done = true;
         if auto {

@@ -11,6 +11,7 @@
 //!   self-tuned spare (see [`super::spare`]).
 
 use super::layout::{self, *};
+use super::overlay::{Overlay, Record};
 use super::spare::{SparePolicy, MIN_SPARE};
 use super::state::{huge_usable, Arena, State, CONTROL, LARGE_PAGES, SMALL_POOLS, TAIL};
 use super::stats::{ClassStats, Stats};
@@ -19,7 +20,7 @@ use crate::format::{
     meta_slot_offset, Header, HeaderError, Meta, ARENA, CONTROL_RESERVED, FORMAT_VERSION, HEADER_LEN, MAGIC,
     META_LEN, PAGE, POOL,
 };
-use crate::region::{Access, Region};
+use crate::region::{Access, OutOfBounds, Region};
 use std::collections::BTreeSet;
 use std::io;
 use std::path::Path;
@@ -54,6 +55,7 @@ pub struct Allocator {
     pub(super) large_dirty: BTreeSet<u32>,  // large arenas with freed pages still holding disk blocks
     pub(super) dirty: bool,                 // changed since the last flush
     pub(super) excluded: Vec<(u32, usize)>, // (pool, class) kept out of `partial` by compaction
+    pub(super) overlay: Overlay,            // in-use pools' records whose bits the file lags
 }
 
 fn not_eterna(b: &[u8]) -> bool {
@@ -142,6 +144,7 @@ impl Allocator {
             large_dirty: BTreeSet::new(),
             dirty: false,
             excluded: Vec::new(),
+            overlay: Overlay::default(),
         };
         for c in 0..NCLASSES {
             a.current[c] = a.st.partial[c].first().copied().unwrap_or(0);
@@ -184,6 +187,54 @@ impl Allocator {
         self.region.writable()
     }
 
+    // ----- pool records -----------------------------------------------------------------
+
+    /// Pool `p`'s record (descriptor, then bitmap) as the allocator knows it: the writer's
+    /// copy if its bits changed since the last write-back, else the file's.
+    #[inline]
+    pub(super) fn record(&self, p: u32) -> Result<&[u8], OutOfBounds> {
+        match self.overlay.get(p) {
+            Some(r) => Ok(&r[..]),
+            None => self.region.bytes(record_off(p), RECORD_LEN as usize),
+        }
+    }
+
+    /// Pool `p`'s record for a change that the file may learn later (see [`Overlay`]).
+    #[inline]
+    fn record_mut(&mut self, p: u32) -> Result<&mut Record, OutOfBounds> {
+        let file = self.region.bytes(record_off(p), RECORD_LEN as usize)?;
+        Ok(self.overlay.get_or_load(p, file))
+    }
+
+    /// Writes pool `p`'s record to the file now (a change of the pool's state).
+    fn write_record(&mut self, p: u32) -> Result<(), OutOfBounds> {
+        if let Some(rec) = self.overlay.take(p) {
+            self.region.bytes_mut(record_off(p), RECORD_LEN as usize)?.copy_from_slice(&rec);
+        }
+        Ok(())
+    }
+
+    /// Writes every pool record whose bits changed since the last write-back to the file
+    /// (through the mapping; the next sync makes it durable). A fully synced publish does
+    /// this first; the transaction layer also calls it after freeing a batch of replaced
+    /// blocks, which bounds how far the file lags.
+    pub fn write_back(&mut self) -> io::Result<()> {
+        let mut recs = self.overlay.drain();
+        recs.sort_unstable_by_key(|&(p, _)| p);
+        for (p, rec) in recs {
+            self.region
+                .bytes_mut(record_off(p), RECORD_LEN as usize)
+                .map_err(|e| io::Error::other(format!("{e:?}")))?
+                .copy_from_slice(&rec);
+        }
+        Ok(())
+    }
+
+    /// Pool records the file lags (their bits changed since the last write-back).
+    pub fn records_lagging(&self) -> usize {
+        self.overlay.len()
+    }
+
     // ----- allocation -------------------------------------------------------------------
 
     /// Allocates a block of at least `size` bytes and returns its file offset. The block's
@@ -210,7 +261,7 @@ impl Allocator {
             p = self.take_pool(c)?;
         }
         let cap = class_cap(c) as u64;
-        let rec = self.region.bytes_mut(record_off(p), RECORD_LEN as usize)?;
+        let rec = self.record_mut(p)?;
         let (desc, bits) = rec.split_at_mut(D_BITMAP as usize);
         let words = cap.div_ceil(64) as usize;
         let mut found = None;
@@ -262,7 +313,7 @@ impl Allocator {
                 };
                 let mut best = None;
                 for i in 1..=SMALL_POOLS as u64 {
-                    let st = self.region.u8_at(record_off(pool_id(a, i)) + D_STATE)?;
+                    let st = self.record(pool_id(a, i))?[D_STATE as usize];
                     if st == state::FRESH {
                         best = Some((pool_id(a, i), st));
                         break;
@@ -282,11 +333,12 @@ impl Allocator {
         };
         let (a, _) = pool_split(p);
         let birth = self.meta.txn_id;
-        let rec = self.region.bytes_mut(record_off(p), D_BITMAP as usize)?;
+        let rec = self.record_mut(p)?;
         rec[D_CLASS as usize] = c as u8 + 1;
         rec[D_STATE as usize] = state::IN_USE;
         rec[D_NLIVE as usize..D_NLIVE as usize + 2].fill(0);
         rec[D_BIRTH as usize..D_BIRTH as usize + 8].copy_from_slice(&birth.to_le_bytes());
+        self.write_record(p)?;
         if was == state::SPARE {
             self.st.spare.remove(&p);
             self.st.arenas[a as usize].spare_pools -= 1;
@@ -321,6 +373,7 @@ impl Allocator {
             // Fault the arena in with one call: small arenas fill pool after pool.
             self.region.populate(base, ARENA);
             for i in 1..=SMALL_POOLS as u64 {
+                self.overlay.take(pool_id(a, i));
                 self.region.set_u8(record_off(pool_id(a, i)) + D_STATE, state::FRESH)?;
             }
         }
@@ -481,7 +534,7 @@ impl Allocator {
         if i == 0 {
             return Err(not);
         }
-        let rec = self.region.bytes_mut(record_off(p), RECORD_LEN as usize)?;
+        let rec = self.record_mut(p)?;
         let class = rec[D_CLASS as usize];
         if rec[D_STATE as usize] != state::IN_USE {
             return Err(not);
@@ -531,9 +584,10 @@ impl Allocator {
         if self.current[c] == p {
             self.current[c] = self.st.partial[c].first().copied().unwrap_or(0);
         }
-        let d = record_off(p);
-        self.region.set_u8(d + D_CLASS, 0)?;
-        self.region.set_u8(d + D_STATE, state::SPARE)?;
+        let rec = self.record_mut(p)?;
+        rec[D_CLASS as usize] = 0;
+        rec[D_STATE as usize] = state::SPARE;
+        self.write_record(p)?;
         self.st.live.class_pools[c] -= 1;
         self.st.spare.insert(p);
         self.st.arenas[a as usize].spare_pools += 1;
@@ -664,10 +718,9 @@ impl Allocator {
             }
             for &p in &drop {
                 let (a, _) = pool_split(p);
-                let d = record_off(p);
-                self.region
-                    .set_u8(d + D_STATE, state::HOLE)
-                    .map_err(|e| io::Error::other(format!("{e:?}")))?;
+                let oob = |e| io::Error::other(format!("{e:?}"));
+                self.record_mut(p).map_err(oob)?[D_STATE as usize] = state::HOLE;
+                self.write_record(p).map_err(oob)?;
                 self.st.spare.remove(&p);
                 self.st.arenas[a as usize].spare_pools -= 1;
                 self.touched.insert(a);
@@ -758,6 +811,9 @@ impl Allocator {
         self.meta.root = root;
         self.meta.shared = shared;
         self.meta.flags = flags;
+        if durability == Durability::Full {
+            self.write_back()?;
+        }
         let slot = 1 - self.meta_slot;
         if durability != Durability::None {
             self.region.sync()?;
@@ -805,7 +861,7 @@ impl Allocator {
                 kind::SMALL => {
                     for i in 1..=SMALL_POOLS as u64 {
                         let p = pool_id(a, i);
-                        let rec = self.region.bytes(record_off(p), RECORD_LEN as usize)?;
+                        let rec = self.record(p)?;
                         if rec[D_STATE as usize] != state::IN_USE || rec[D_CLASS as usize] == 0 {
                             continue;
                         }
@@ -834,20 +890,31 @@ impl Allocator {
 
     /// The usable size of the live block at `off`.
     pub fn usable_size(&self, off: u64) -> Option<u64> {
+        self.block_size_at(off, true)
+    }
+
+    /// The usable size of a block at `off`, live or not: `off` starts a block of a small
+    /// pool in use, or a live page run or huge object. A checker reading the file while a
+    /// writer runs uses it, since the file's pool bits may lag the writer's.
+    pub fn slot_size(&self, off: u64) -> Option<u64> {
+        self.block_size_at(off, false)
+    }
+
+    fn block_size_at(&self, off: u64, live_only: bool) -> Option<u64> {
         let a = arena_of(off);
         let ar = *self.st.arenas.get(a as usize)?;
         match ar.kind {
             kind::SMALL => {
                 let p = (off / POOL) as u32;
-                let d = record_off(p);
-                let class = self.region.u8_at(d + D_CLASS).ok()? as usize;
-                if self.region.u8_at(d + D_STATE).ok()? != state::IN_USE || class == 0 || class > NCLASSES {
+                let rec = self.record(p).ok()?;
+                let class = rec[D_CLASS as usize] as usize;
+                if rec[D_STATE as usize] != state::IN_USE || class == 0 || class > NCLASSES {
                     return None;
                 }
                 let size = class_size(class - 1);
                 let rel = off - pool_base(p);
                 let idx = rel / size;
-                let live = self.region.u8_at(bitmap_off(p) + idx / 8).ok()? & (1 << (idx % 8)) != 0;
+                let live = !live_only || rec.get((D_BITMAP + idx / 8) as usize)? & (1 << (idx % 8)) != 0;
                 (rel % size == 0 && idx < class_cap(class - 1) as u64 && live).then_some(size)
             }
             kind::LARGE => {
@@ -912,7 +979,7 @@ impl Allocator {
     /// Checks that the in-memory index agrees with a fresh scan of the side metadata, and
     /// that the control arena is the only one of its kind.
     pub fn verify(&self) -> Result<(), Corruption> {
-        let fresh = State::scan(&self.region, self.meta.arenas as u32)?;
+        let fresh = State::scan_with(&self.region, self.meta.arenas as u32, &self.overlay)?;
         if fresh != self.st {
             return Err(Corruption::new(0, "allocator index disagrees with the side metadata"));
         }

@@ -105,11 +105,6 @@ pub const fn record_off(p: u32) -> u64 {
     let (a, i) = pool_split(p);
     arena_base(a) + S_RECORDS + i * RECORD_LEN
 }
-/// Offset of the block bitmap of pool `p`.
-#[inline]
-pub const fn bitmap_off(p: u32) -> u64 {
-    record_off(p) + D_BITMAP
-}
 /// Offset of page `i` of arena `a`.
 #[inline]
 pub const fn page_base(a: u32, i: u64) -> u64 {

@@ -150,7 +150,7 @@ impl Allocator {
                 if p as u64 % POOLS_PER_ARENA == 0 {
                     return Err(not_live(off));
                 }
-                let rec = self.region.bytes(record_off(p), RECORD_LEN as usize).map_err(|_| not_live(off))?;
+                let rec = self.record(p).map_err(|_| not_live(off))?;
                 let class = in_use_class(rec).ok_or_else(|| not_live(off))?;
                 let size = class_size(class);
                 let rel = off - pool_base(p);
@@ -194,7 +194,7 @@ impl Allocator {
         match self.st.arenas.get(a as usize).map(|ar| ar.kind) {
             Some(kind::SMALL) => {
                 let p = (off / crate::format::POOL) as u32;
-                let class = self.region.u8_at(record_off(p) + D_CLASS).unwrap_or(0) as usize;
+                let class = self.record(p).map_or(0, |r| r[D_CLASS as usize]) as usize;
                 if class == 0 || class > NCLASSES {
                     return false;
                 }
@@ -263,7 +263,7 @@ impl Allocator {
     fn pools_in_use(&self, a: u32) -> impl Iterator<Item = Result<(u32, usize, &[u8]), Corruption>> + '_ {
         (1..POOLS_PER_ARENA).filter_map(move |i| {
             let p = pool_id(a, i);
-            match self.region.bytes(record_off(p), RECORD_LEN as usize) {
+            match self.record(p) {
                 Err(e) => Some(Err(e.into())),
                 Ok(rec) => in_use_class(rec).map(|c| Ok((p, c, rec))),
             }
@@ -305,7 +305,7 @@ impl Allocator {
     pub fn readmit(&mut self) {
         for (p, c) in std::mem::take(&mut self.excluded) {
             // A pool that emptied meanwhile became spare; only one still partly full returns.
-            let rec = self.region.bytes(record_off(p), D_BITMAP as usize);
+            let rec = self.record(p);
             let partly = rec.is_ok_and(|r| {
                 let nlive = u16::from_le_bytes([r[D_NLIVE as usize], r[D_NLIVE as usize + 1]]) as u32;
                 in_use_class(r) == Some(c) && nlive > 0 && nlive < class_cap(c)

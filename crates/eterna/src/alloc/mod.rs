@@ -3,6 +3,7 @@
 mod allocator;
 mod layout;
 mod marks;
+mod overlay;
 mod rebuild;
 mod spare;
 mod state;

@@ -5,6 +5,7 @@
 
 use super::allocator::Allocator;
 use super::layout::*;
+use super::overlay::Overlay;
 use super::state::{State, LARGE_PAGES, SMALL_POOLS};
 use crate::error::Corruption;
 use crate::format::{ARENA, PAGE, POOL};
@@ -119,6 +120,7 @@ impl Allocator {
         blocks.dedup();
         let arenas = self.meta.arenas as u32;
         let plans = plan(arenas, &blocks)?;
+        self.overlay = Overlay::default(); // every record is rewritten below
         for (a, p) in plans.iter().enumerate().skip(1) {
             let a = a as u32;
             let base = arena_base(a);
@@ -199,6 +201,47 @@ impl Allocator {
         self.touched.clear();
         self.large_dirty.clear();
         self.pending = 0;
+        self.dirty = true;
+        Ok(())
+    }
+}
+
+impl Allocator {
+    /// Marks every block of every small pool in use as live, in the file and the index.
+    ///
+    /// For a writer that takes over from one that died while another process's snapshot
+    /// pins an older state: pool states in the file are current, but an in-use pool's bits
+    /// may lag what the dead writer allocated since its last write-back, and a trace of the
+    /// current state cannot find the blocks only the pinned state reaches. Taking all of
+    /// them as live is safe; a collection then retires what the current state does not
+    /// reach, freed once those snapshots move on.
+    pub fn assume_in_use_pools_full(&mut self) -> Result<(), RebuildError> {
+        self.write_back()?;
+        let arenas = self.meta.arenas as u32;
+        for a in 1..=arenas {
+            if self.st.arenas[a as usize].kind != kind::SMALL {
+                continue;
+            }
+            for i in 1..=SMALL_POOLS as u64 {
+                let p = pool_id(a, i);
+                let rec = self.region.bytes_mut(record_off(p), RECORD_LEN as usize)?;
+                let class = rec[D_CLASS as usize] as usize;
+                if rec[D_STATE as usize] != state::IN_USE || class == 0 || class > NCLASSES {
+                    continue;
+                }
+                let cap = class_cap(class - 1) as u64;
+                let bits = &mut rec[D_BITMAP as usize..];
+                bits.fill(0);
+                for k in 0..cap {
+                    bits[(k / 8) as usize] |= 1 << (k % 8);
+                }
+                rec[D_NLIVE as usize..D_NLIVE as usize + 2].copy_from_slice(&(cap as u16).to_le_bytes());
+            }
+        }
+        self.st = State::scan(&self.region, arenas)?;
+        for c in 0..NCLASSES {
+            self.current[c] = self.st.partial[c].first().copied().unwrap_or(0);
+        }
         self.dirty = true;
         Ok(())
     }

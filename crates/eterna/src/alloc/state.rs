@@ -4,6 +4,7 @@
 //! two.
 
 use super::layout::*;
+use super::overlay::Overlay;
 use crate::error::Corruption;
 use crate::format::{ARENA, PAGE};
 use crate::region::Region;
@@ -79,13 +80,18 @@ impl State {
 
     /// Rebuilds the index from the side metadata of `arenas` arenas, checking every field.
     pub fn scan(region: &Region, arenas: u32) -> Result<State, Corruption> {
+        Self::scan_with(region, arenas, &Overlay::default())
+    }
+
+    /// [`scan`](Self::scan) with the writer's newer pool records in `overlay`.
+    pub fn scan_with(region: &Region, arenas: u32, overlay: &Overlay) -> Result<State, Corruption> {
         let mut s = State::empty(arenas);
         let mut a = 1u32;
         while a <= arenas {
             let base = arena_base(a);
             match region.u8_at(base + A_KIND)? {
                 kind::FREE => {}
-                kind::SMALL => s.scan_small(region, a)?,
+                kind::SMALL => s.scan_small(region, overlay, a)?,
                 kind::LARGE => s.scan_large(region, a)?,
                 kind::HUGE => {
                     let span = u32::from_le_bytes(region.bytes(base + A_SPAN, 4)?.try_into().expect("4"));
@@ -120,14 +126,19 @@ impl State {
         Ok(s)
     }
 
-    fn scan_small(&mut self, region: &Region, a: u32) -> Result<(), Corruption> {
+    fn scan_small(&mut self, region: &Region, overlay: &Overlay, a: u32) -> Result<(), Corruption> {
         let mut ar = Arena { kind: kind::SMALL, ..Arena::default() };
         for i in 1..SMALL_POOLS as u64 + 1 {
             let p = pool_id(a, i);
             let d = record_off(p);
+            let rec = match overlay.get(p) {
+                Some(r) => &r[..],
+                None => region.bytes(d, RECORD_LEN as usize)?,
+            };
+            let n = D_NLIVE as usize;
             let (class, st, nlive) =
-                (region.u8_at(d + D_CLASS)?, region.u8_at(d + D_STATE)?, region.u16_at(d + D_NLIVE)?);
-            let bits = region.bytes(bitmap_off(p), BITMAP_LEN as usize)?;
+                (rec[D_CLASS as usize], rec[D_STATE as usize], u16::from_le_bytes([rec[n], rec[n + 1]]));
+            let bits = &rec[D_BITMAP as usize..];
             let ones = popcount(bits);
             match st {
                 state::HOLE | state::SPARE | state::FRESH => {
