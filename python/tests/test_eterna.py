@@ -115,6 +115,32 @@ def test_python_key_rules_and_order(db):
     assert list(d) == [1, "z", "m", "a"]
 
 
+def test_dicts_of_str_store_like_any_dict(db):
+    # A dict whose keys and values are all str is converted packed; one whose first
+    # other entry comes late switches to ordinary conversion there. Both read back equal,
+    # in order, with non-ASCII text, empty and long strings, and str subclasses.
+    class Tag(str):
+        pass
+
+    words = {f"k{i}": "v" * (i % 40) for i in range(2000)}
+    words["ключ"] = "значение ✓"
+    words[Tag("sub")] = Tag("class")
+    db.root["words"] = words
+    mixed = dict(words)
+    mixed["late"] = 7
+    mixed["after"] = "str again"
+    db.root["mixed"] = mixed
+    assert eterna.unwrap(db.root["words"]) == words
+    assert list(db.root["words"]) == list(words)
+    assert eterna.unwrap(db.root["mixed"]) == mixed
+    assert list(db.root["mixed"])[-3:] == ["sub", "late", "after"]
+    assert type(eterna.unwrap(db.root["words"])["sub"]) is str
+    before = db.stats()["blocks_live"]
+    with pytest.raises(UnicodeEncodeError):
+        db.root["bad"] = {"fine": "x", "lone": "\ud800"}
+    assert "bad" not in db.root and db.stats()["blocks_live"] == before
+
+
 def test_value_semantics_and_sharing(db):
     db.root["a"] = [1, 2]
     with db.transaction() as root:

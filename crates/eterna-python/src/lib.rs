@@ -2,6 +2,7 @@
 //! write transactions, and converts values at the edge; the proxies (`eterna.Dict`, ...)
 //! are written in Python on top of it (`python/eterna/__init__.py`).
 
+use eterna::object::StrPairs;
 use eterna::{Durability, Heap, Input, Key, Options, ReadTxn, TxnError, Value, WriteTxn};
 use pyo3::exceptions::{PyException, PyIndexError, PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -152,6 +153,12 @@ impl<'a, 'py> At<'a, 'py> {
     }
 }
 
+/// The text of a str encoded to UTF-8 (`str.encode()`: the stable ABI of Python 3.9 has
+/// no borrowed UTF-8 view of a str).
+fn utf8<'b>(b: &'b Bound<'_, PyBytes>) -> PyResult<&'b str> {
+    std::str::from_utf8(b.as_bytes()).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
 /// Converts a Python value to an input, naming where an unsupported value sat. A value that
 /// contains itself is refused with `ValueError` (stored values are trees and DAGs).
 fn input_of<'py>(
@@ -206,8 +213,29 @@ fn input_of<'py>(
     }
     if let Ok(d) = obj.cast::<PyDict>() {
         return at.enter(obj, |at| {
-            let mut pairs = Vec::with_capacity(d.len());
-            for (k, v) in d.iter() {
+            // Str keys to str values (the common large dict) are packed into one buffer;
+            // at the first other entry the packed ones become ordinary pairs.
+            let mut packed = StrPairs::with_capacity(d.len(), 0);
+            let mut items = d.iter();
+            let mut other = None;
+            for (k, v) in items.by_ref() {
+                match (k.cast::<PyString>(), v.cast::<PyString>()) {
+                    (Ok(ks), Ok(vs)) => {
+                        let (kb, vb) = (ks.encode_utf8()?, vs.encode_utf8()?);
+                        packed.push(utf8(&kb)?, utf8(&vb)?);
+                    }
+                    _ => {
+                        other = Some((k, v));
+                        break;
+                    }
+                }
+            }
+            let Some(first) = other else {
+                return Ok(Input::StrDict(packed));
+            };
+            let mut pairs = packed.to_pairs();
+            pairs.reserve(d.len() - pairs.len());
+            for (k, v) in std::iter::once(first).chain(items) {
                 pairs.push((nested(at, Seg::Key(k.clone()), &k)?, nested(at, Seg::Key(k.clone()), &v)?));
             }
             Ok(Input::Dict(pairs))

@@ -404,7 +404,7 @@ impl WriteState {
 
     /// Replaces the whole root (which must be a dict).
     fn set_root(&mut self, alloc: &mut Allocator, seed: u64, value: &Input) -> Result<(), TxnError> {
-        if !matches!(value, Input::Dict(_)) {
+        if !matches!(value, Input::Dict(_) | Input::StrDict(_)) {
             return Err(TxnError::WrongType {
                 path: "root".into(),
                 found: value.type_name(),

@@ -213,3 +213,52 @@ fn try_write_now_never_waits_nor_takes_the_writer_role() {
     let ro = Heap::open(&path, Options { readonly: true, ..Options::default() }).unwrap();
     assert!(ro.try_write_now().is_none(), "a read-only heap never writes");
 }
+
+/// `Input::StrDict` (str pairs packed in one buffer) stores exactly what the same
+/// `Input::Dict` stores: entries, insertion order, a repeated key keeping its first
+/// position and last value, and the short and empty dicts the bulk builder leaves to the
+/// general path.
+#[test]
+fn a_packed_str_dict_stores_what_the_same_dict_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heap");
+    let heap = Heap::open(&path, Options::default()).unwrap();
+    let cases: Vec<Vec<(String, String)>> = vec![
+        vec![],
+        vec![("only".into(), "one".into())],
+        (0..3000).map(|i| (format!("key {i}"), "x".repeat(i % 70))).collect(),
+        vec![("a".into(), "1".into()), ("b".into(), "2".into()), ("a".into(), "3".into())],
+        vec![("ключ".into(), "значение".into()), ("".into(), "empty key".into()), ("k".into(), "".into())],
+    ];
+    for (n, case) in cases.iter().enumerate() {
+        let mut packed = eterna::object::StrPairs::with_capacity(case.len(), 0);
+        for (key, value) in case {
+            packed.push(key, value);
+        }
+        assert_eq!(packed.len(), case.len());
+        let plain = Input::Dict(case.iter().map(|(key, value)| (s(key), s(value))).collect());
+        let mut w = heap.write().unwrap();
+        w.set(&[k(&format!("packed {n}"))], &Input::StrDict(packed)).unwrap();
+        w.set(&[k(&format!("plain {n}"))], &plain).unwrap();
+        w.commit().unwrap();
+        let r = heap.read().unwrap();
+        let entries = |name: String| -> Vec<(String, String)> {
+            match r.get(&[k(&name)]).unwrap() {
+                Some(Value::Dict(d)) => d
+                    .items()
+                    .unwrap()
+                    .into_iter()
+                    .map(|(key, value)| (text(Some(key)), text(Some(value))))
+                    .collect(),
+                other => panic!("{name}: {other:?}"),
+            }
+        };
+        let (a, b) = (entries(format!("packed {n}")), entries(format!("plain {n}")));
+        assert_eq!(a, b, "case {n}");
+        if n == 3 {
+            assert_eq!(a, vec![("a".to_string(), "3".to_string()), ("b".to_string(), "2".to_string())]);
+        }
+    }
+    heap.close().unwrap();
+    eterna::check::check(&path).unwrap();
+}

@@ -26,6 +26,10 @@ pub enum Input {
     List(Vec<Input>),
     /// Entries in insertion order; a repeated key keeps its first position and last value.
     Dict(Vec<(Input, Input)>),
+    /// A dict whose keys and values are all `str`, packed (stored exactly as the same
+    /// `Dict`): a front end converting a large dict makes one buffer, not two `String`s
+    /// and two `Input`s per entry.
+    StrDict(StrPairs),
     Set(Vec<Input>),
     FrozenSet(Vec<Input>),
     Record {
@@ -35,6 +39,58 @@ pub enum Input {
     /// A value already stored in this heap (from the same transaction): stored again by
     /// reference, with value semantics (neither place sees the other's later changes).
     Stored(Word),
+}
+
+/// Pairs of strings in one buffer, for [`Input::StrDict`].
+#[derive(Debug, Clone, Default)]
+pub struct StrPairs {
+    text: String,     // every key and value, one after the other
+    ends: Vec<usize>, // where each string ends in `text`: key 0, value 0, key 1, ...
+}
+
+impl StrPairs {
+    /// Room for `pairs` entries of `bytes` bytes of text in all.
+    pub fn with_capacity(pairs: usize, bytes: usize) -> StrPairs {
+        StrPairs { text: String::with_capacity(bytes), ends: Vec::with_capacity(2 * pairs) }
+    }
+
+    /// Appends an entry.
+    pub fn push(&mut self, key: &str, value: &str) {
+        self.text.push_str(key);
+        self.ends.push(self.text.len());
+        self.text.push_str(value);
+        self.ends.push(self.text.len());
+    }
+
+    /// Entries.
+    pub fn len(&self) -> usize {
+        self.ends.len() / 2
+    }
+
+    /// Whether there is no entry.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn string(&self, j: usize) -> &str {
+        let start = if j == 0 { 0 } else { self.ends[j - 1] };
+        &self.text[start..self.ends[j]]
+    }
+
+    /// Entry `i`'s key.
+    pub fn key(&self, i: usize) -> &str {
+        self.string(2 * i)
+    }
+
+    /// Entry `i`'s value.
+    pub fn value(&self, i: usize) -> &str {
+        self.string(2 * i + 1)
+    }
+
+    /// The entries as the pairs of an [`Input::Dict`].
+    pub fn to_pairs(&self) -> Vec<(Input, Input)> {
+        (0..self.len()).map(|i| (Input::from(self.key(i)), Input::from(self.value(i)))).collect()
+    }
 }
 
 impl From<&str> for Input {
@@ -80,7 +136,7 @@ impl Input {
             Input::Bytes(_) => "bytes",
             Input::Tuple(_) => "tuple",
             Input::List(_) => "list",
-            Input::Dict(_) => "dict",
+            Input::Dict(_) | Input::StrDict(_) => "dict",
             Input::Set(_) => "set",
             Input::FrozenSet(_) => "frozenset",
             Input::Record { .. } => "record",
@@ -268,10 +324,7 @@ pub fn build<S: Store>(s: &mut S, input: &Input) -> Result<Word, InputError> {
                 Word::reference(put(s, None, &img, true)?)
             }
         },
-        Input::Str(t) => match Word::short_str(t) {
-            Some(w) => w,
-            None => blob(s, ty::STR, t.as_bytes())?,
-        },
+        Input::Str(t) => str_word(s, t)?,
         Input::Bytes(b) => match Word::short_bytes(b) {
             Some(w) => w,
             None => blob(s, ty::BYTES, b)?,
@@ -291,6 +344,10 @@ pub fn build<S: Store>(s: &mut S, input: &Input) -> Result<Word, InputError> {
             let r = Rope::build(s, &ws)?;
             Word::reference(put(s, None, &list_image(&r), true)?)
         }
+        Input::StrDict(t) => match bulk_str_dict(s, t)? {
+            Some(w) => w,
+            None => build(s, &Input::Dict(t.to_pairs()))?,
+        },
         Input::Dict(pairs) => {
             if let Some(w) = bulk_dict(s, pairs)? {
                 return Ok(w);
@@ -452,11 +509,54 @@ fn bulk_dict<S: Store>(s: &mut S, pairs: &[(Input, Input)]) -> Result<Option<Wor
         words.push(kw.0);
         words.push(vw.0);
     }
+    Ok(Some(dict_of_words(s, &hs, &by_hash, &words)?))
+}
+
+/// A str as a word: inline when short, else a new blob.
+fn str_word<S: Store>(s: &mut S, t: &str) -> Result<Word, InputError> {
+    match Word::short_str(t) {
+        Some(w) => Ok(w),
+        None => blob(s, ty::STR, t.as_bytes()),
+    }
+}
+
+/// The dict object over entries already stored: `words` holds key and value words in
+/// insertion order, `hs` each key's hash, `by_hash` the entries in trie order.
+fn dict_of_words<S: Store>(
+    s: &mut S,
+    hs: &[u64],
+    by_hash: &[(u64, usize)],
+    words: &[u64],
+) -> Result<Word, InputError> {
     let entries: Vec<(u64, [u64; 3])> =
         by_hash.iter().map(|&(_, i)| (hs[i], [words[2 * i], words[2 * i + 1], i as u64])).collect();
     let map = champ::build(s, &entries, true)?;
-    let order = Vector::build(s, 2, &words)?;
-    Ok(Some(Word::reference(put(s, None, &dict_image(pairs.len() as u64, map, &order), true)?)))
+    let order = Vector::build(s, 2, words)?;
+    Ok(Word::reference(put(s, None, &dict_image(hs.len() as u64, map, &order), true)?))
+}
+
+/// [`bulk_dict`] for packed str pairs, reading each key and value in place. `None` when a
+/// key repeats (the general path handles it).
+fn bulk_str_dict<S: Store>(s: &mut S, t: &StrPairs) -> Result<Option<Word>, InputError> {
+    if t.len() < 2 {
+        return Ok(None);
+    }
+    let seed = s.seed();
+    let hs: Vec<u64> = (0..t.len()).map(|i| Key::Str(t.key(i).into()).hash(seed)).collect();
+    let mut by_hash: Vec<(u64, usize)> = hs.iter().enumerate().map(|(i, &h)| (trie_order(h), i)).collect();
+    by_hash.sort_unstable();
+    if by_hash.windows(2).any(|w| w[0].0 == w[1].0 && t.key(w[0].1) == t.key(w[1].1)) {
+        return Ok(None);
+    }
+    let mut words = Vec::with_capacity(2 * t.len());
+    for i in 0..t.len() {
+        let at = |e: InputError| e.at(&format!("[{:?}]", t.key(i)));
+        let vw = str_word(s, t.value(i)).map_err(at)?;
+        let kw = str_word(s, t.key(i)).map_err(at)?;
+        words.push(kw.0);
+        words.push(vw.0);
+    }
+    Ok(Some(dict_of_words(s, &hs, &by_hash, &words)?))
 }
 
 /// Builds a set with no repeated element bottom up. `None` when an element repeats.

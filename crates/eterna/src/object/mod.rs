@@ -15,7 +15,7 @@ pub mod vector;
 pub mod walk;
 pub mod word;
 
-pub use build::{build, Input, InputError};
+pub use build::{build, Input, InputError, StrPairs};
 pub(crate) use build::{list_image, trie_order};
 pub use key::Key;
 pub use offsets::{OffsetHasher, OffsetSet};
