@@ -18,7 +18,7 @@ pub type BenchResult = Result<Value, Box<dyn Error>>;
 /// The stores, in report order: (name, what it is).
 pub const STORES: [(&str, &str); 5] = [
     ("hashmap", "std HashMap<String, String> (in-memory reference; build and gets only)"),
-    ("eterna", "eterna, the map built by one `set` of an `Input::Dict` at root[\"data\"]"),
+    ("eterna", "eterna, the map built by one `set` of an `Input::StrDict` at root[\"data\"]"),
     ("eterna-set", "eterna, one `set` per key on the root dict (build and gets only)"),
     ("heed", "heed (LMDB), one unnamed `Database<Str, Str>`"),
     ("redb", "redb, one `TableDefinition<&str, &str>`"),
@@ -276,7 +276,7 @@ fn timed_gets(
 /// The dict key eterna's map lives under, in the store `eterna`.
 const DATA: &str = "data";
 
-/// Stores entries `order` (key numbers) as one `Input::Dict` at root["data"] in one
+/// Stores entries `order` (key numbers) as one `Input::StrDict` at root["data"] in one
 /// transaction; returns the seconds spent making the `Input`.
 fn eterna_build_dict(
     heap: &et::Heap,
@@ -284,9 +284,11 @@ fn eterna_build_dict(
     order: impl Iterator<Item = usize>,
 ) -> Result<f64, Box<dyn Error>> {
     let t = Instant::now();
-    let input = et::Input::Dict(
-        order.map(|i| (et::Input::Str(d.keys[i].clone()), et::Input::Str(d.values[i].clone()))).collect(),
-    );
+    let mut pairs = eterna::object::StrPairs::with_capacity(d.keys.len(), 0);
+    for i in order {
+        pairs.push(&d.keys[i], &d.values[i]);
+    }
+    let input = et::Input::StrDict(pairs);
     let made = t.elapsed().as_secs_f64();
     let mut w = heap.write()?;
     w.set(&[et::Key::from(DATA)], &input)?;
@@ -308,7 +310,7 @@ fn eterna_build_keys(
     Ok(())
 }
 
-/// eterna: the whole map built by one `set` of an `Input::Dict` at root["data"] in one
+/// eterna: the whole map built by one `set` of an `Input::StrDict` at root["data"] in one
 /// transaction (durability `Commit`: one `fdatasync` at its commit; the timed build
 /// includes making the `Input`); gets of that dict through `Dict::get` and, apart, through
 /// the path API `ReadTxn::get(&["data", key])`; then the single-key transactions, each

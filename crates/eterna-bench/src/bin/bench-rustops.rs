@@ -174,12 +174,13 @@ fn report(a: &Args, m: &Medians, failures: &[(String, usize, String)], command: 
         "Keys are `key{i:08}` (11 bytes), values `value-{i}-xxxxxxxxxx` (22–26 bytes), the same \
          strings for every store, handed over as `&str` from prebuilt vectors (stores whose API \
          takes owned values, `HashMap` and eterna's `Input::Str`, clone them inside the timed \
-         loop).\n\n\
+         loop; eterna's bulk build copies them into one `StrPairs` buffer, also timed).\n\n\
          - **Build**: N inserts in key order (which favours the B-trees of LMDB and redb: every \
          insert lands in the rightmost leaf) in one write transaction, committed with the \
          store's default durability (one sync), timed through the commit. `eterna` builds the \
-         map as one `Input::Dict` of all N entries stored by one `WriteTxn::set` at \
-         `root[\"data\"]` (making the `Input` is timed too); `eterna-set` calls \
+         map as one dict of all N entries (`Input::StrDict`: str keys and values packed in \
+         one buffer, the form the Python binding makes of a dict of str) stored by one \
+         `WriteTxn::set` at `root[\"data\"]` (making the `Input` is timed too); `eterna-set` calls \
          `WriteTxn::set` once per key on the root dict. heed: one `put` per key into a \
          `Database<Str, Str>`; redb: one `insert` per key into a `TableDefinition<&str, &str>`. \
          After the other phases each store builds the same N entries again, into a fresh \
@@ -291,12 +292,12 @@ fn report(a: &Args, m: &Medians, failures: &[(String, usize, String)], command: 
     };
     let _ = writeln!(
         s,
-        "- bulk build ≥ heed, keys in order: one `Input::Dict` (`eterna`) {}; one `set` per key (`eterna-set`) {set_build}",
+        "- bulk build ≥ heed, keys in order: one `Input::StrDict` (`eterna`) {}; one `set` per key (`eterna-set`) {set_build}",
         verdict(r("eterna", "build_ops"), 1.0),
     );
     let _ = writeln!(
         s,
-        "- bulk build ≥ heed, keys in random order: one `Input::Dict` (`eterna`) {}; one `set` per key (`eterna-set`) {}",
+        "- bulk build ≥ heed, keys in random order: one `Input::StrDict` (`eterna`) {}; one `set` per key (`eterna-set`) {}",
         verdict(r("eterna", "build_random_ops"), 1.0),
         verdict(r("eterna-set", "build_random_ops"), 1.0),
     );
