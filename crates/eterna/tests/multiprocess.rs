@@ -422,7 +422,10 @@ fn pin_then_read(path: &Path) {
     let r = heap.read().unwrap();
     println!("\nPINNED {}", r.txn_id());
     let stop = path.with_extension("stop");
+    let started = Instant::now();
     while !stop.exists() {
+        // A parent that failed never writes the stop file: do not outlive it for long.
+        assert!(started.elapsed() < Duration::from_secs(120), "never told to stop");
         std::thread::sleep(Duration::from_millis(10));
     }
     for i in 0..DOC {
