@@ -318,6 +318,27 @@ fn upsert_at<S: Store>(
     };
     // Below a node something else also references, nothing is this change's alone.
     let owned = owned && !s.is_shared(off)?;
+    // Passing through to a child (most levels of a large trie): read only the header and
+    // the child's word, and touch this node again only if the child moved.
+    let head = slice(s.mem(), off, 8)?;
+    let bit = 1u16 << frag(h, level);
+    let (datamap, nodemap) = (get_u16(head, 2), get_u16(head, 4));
+    if head[0] == if map { ty::MAP_NODE } else { ty::SET_NODE } && nodemap & bit != 0 && datamap & bit == 0 {
+        let j = index(nodemap, bit);
+        let at = 8 + 8 * j as u64;
+        let child = Word(get_u64(slice(s.mem(), off + at, 8)?, 0));
+        let nc = upsert_at(s, child, h, probe, map, level + 1, owned, make)?;
+        if nc == child {
+            return Ok(node);
+        }
+        if s.is_fresh(off) {
+            s.write_at(off, at as usize, &nc.0.to_le_bytes())?;
+            return Ok(node);
+        }
+        let mut n = Node::read(s.mem(), off, map)?;
+        n.children[j] = nc.0;
+        return n.store(s, Some(off), map, owned);
+    }
     let mut n = Node::read(s.mem(), off, map)?;
     if n.coll {
         for i in 0..n.count() {
