@@ -111,18 +111,15 @@ def unwrap(value: Any) -> Any:
     return value._unwrap() if isinstance(value, _Proxy) else value
 
 
-class _Proxy:
-    """A container in the heap: its database, the transaction or snapshot it belongs to
-    (None: each access uses its own), its path from the root, and in a snapshot its offset
-    (a snapshot's containers never move, so lookups need not walk the path)."""
+class _Proxy(_eterna.Proxy):
+    """A container in the heap. The native base holds its database (`_db`), the transaction
+    or snapshot it belongs to (`_h`; None: each access uses its own), its path from the
+    root (`_path`), and in a snapshot its offset (`_off`: a snapshot's containers never
+    move, so lookups need not walk the path). It also answers `d[k]`, `k in d` and `len()`
+    inside a transaction or snapshot in one native call; the methods `_getitem`,
+    `_contains` and `_len` here do the rest."""
 
-    __slots__ = ("_db", "_h", "_path", "_off")
-
-    def __init__(self, db: Database, handle: Any, path: tuple, off: int | None = None):
-        object.__setattr__(self, "_db", db)
-        object.__setattr__(self, "_h", handle)
-        object.__setattr__(self, "_path", path)
-        object.__setattr__(self, "_off", off)
+    __slots__ = ()
 
     def _read(self, fn, one=False):
         """Runs `fn` on this proxy's handle, or outside a transaction on a snapshot. With
@@ -179,10 +176,11 @@ class _Proxy:
     def _unwrap(self) -> Any:
         return self._read(lambda h: h.unwrap(self._path, _build))
 
-    def __len__(self) -> int:
-        if self._off is not None:
-            return self._h.len_in(self._off)
+    def _len(self) -> int:
         return self._read(lambda h: h.len(self._path), one=True)
+
+    def _contains(self, key: object) -> bool:
+        return self._read(lambda h: h.contains(self._path, key), one=True)
 
     def __repr__(self) -> str:
         return f"eterna.{type(self).__name__}({self._unwrap()!r})"
@@ -226,11 +224,8 @@ class Dict(_Proxy, MutableMapping):
             return key, value
         return self._write(op)
 
-    def __getitem__(self, key: Any) -> Any:
-        off = self._off
-        if off is not None:
-            v = self._h.get_in(off, key)
-            return self._wrap(v, key) if type(v) is _Nested else v
+    def _getitem(self, key: Any) -> Any:
+        # `d[key]` outside a transaction or snapshot (the native base answers inside one).
         try:
             return self._wrap(self._read(lambda h: h.get(self._path + (key,)), one=True), key)
         except KeyError:
@@ -250,10 +245,6 @@ class Dict(_Proxy, MutableMapping):
             return _chunks(self._h, self._off)
         return iter(self._read(lambda h: h.members(self._path)))
 
-    def __contains__(self, key: object) -> bool:
-        if self._off is not None:
-            return self._h.contains_in(self._off, key)
-        return self._read(lambda h: h.contains(self._path, key), one=True)
 
 
 def _chunks(handle: Any, off: int, size: int = 4096) -> Iterator:
@@ -271,6 +262,7 @@ class List(_Proxy, MutableSequence):
     """A list in the heap (a counted B-tree: any insert or delete copies one path)."""
 
     __slots__ = ()
+    __contains__ = MutableSequence.__contains__  # not the native base's (a dict's)
 
     def _index(self, i: int, n: int) -> int:
         j = i + n if i < 0 else i
@@ -380,10 +372,8 @@ class Set(_Proxy, MutableSet):
 
     __slots__ = ()
 
-    def __contains__(self, key: object) -> bool:
-        if self._off is not None:
-            return self._h.contains_in(self._off, key)
-        return self._read(lambda h: h.contains(self._path, key), one=True)
+    def __getitem__(self, key: Any) -> Any:
+        raise TypeError("'Set' object is not subscriptable")
 
     def __iter__(self) -> Iterator:
         return iter(self._read(lambda h: h.members(self._path)))
@@ -404,6 +394,12 @@ class Record(_Proxy):
     """A record in the heap: a type name and named fields, read and set as attributes."""
 
     __slots__ = ()
+
+    def __getitem__(self, key: Any) -> Any:
+        raise TypeError("'Record' object is not subscriptable; read fields as attributes")
+
+    def __contains__(self, key: Any) -> bool:
+        raise TypeError("'Record' object is not a container; read fields as attributes")
 
     @property
     def type_name(self) -> str:
@@ -440,7 +436,7 @@ class Record(_Proxy):
 
 
 _KINDS = {"dict": Dict, "list": List, "set": Set, "record": Record}
-_Nested = _eterna.Nested
+_eterna._register_proxies(Dict, List, Set, Record)
 
 
 class Database:

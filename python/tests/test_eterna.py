@@ -100,6 +100,39 @@ def test_snapshot_is_consistent_and_read_only(db):
     assert sum(db.root["counts"].values()) == 102
 
 
+def test_reads_agree_outside_in_a_transaction_and_in_a_snapshot(db):
+    # `d[k]`, `k in d` and `len()` are answered natively inside a transaction or snapshot,
+    # and by the Python layer outside one: the three must agree, errors included.
+    db.root["d"] = {"s": "text", 1: [1, 2, {"x": 1}], (1, "t"): {"inner": {2, 3}},
+                    "r": Frob(foo=1, bar=2), "e": {}}
+
+    def reads(root):
+        d = root["d"]
+        got = [d["s"], d[1.0][2]["x"], sorted(d[(1, "t")]["inner"]), d["r"].foo, len(d),
+               len(d[1]), len(d["e"]), "s" in d, "nope" in d, [1] in d, 2 in d[1],
+               3 in d[(1, "t")]["inner"], type(d[1]).__name__, type(d["r"]).__name__]
+        with pytest.raises(KeyError) as e:
+            d["nope"]
+        assert e.value.args == ("nope",)
+        with pytest.raises(TypeError, match="unhashable"):
+            d[[1]]
+        with pytest.raises(TypeError, match="not subscriptable"):
+            d[(1, "t")]["inner"][2]
+        with pytest.raises(TypeError, match="not subscriptable"):
+            d["r"]["foo"]
+        return got
+
+    outside = reads(db.root)
+    with db.transaction() as root:
+        assert reads(root) == outside
+    with db.snapshot() as root:
+        assert reads(root) == outside
+        kept = root["d"]
+    assert outside == ["text", 1, [2, 3], 1, 5, 3, 0, True, False, False, True, True, "List", "Record"]
+    with pytest.raises(eterna.Error, match="ended"):
+        kept["s"]
+
+
 def test_python_key_rules_and_order(db):
     db.root["d"] = {}
     d = db.root["d"]

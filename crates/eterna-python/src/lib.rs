@@ -35,8 +35,45 @@ fn corrupt(e: eterna::Corruption) -> PyErr {
     CorruptionError::new_err(e.to_string())
 }
 
-/// A path element from Python: a dict key, a list index or a field name.
-fn key_of(obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Key<'static>> {
+// CPython's UTF-8 view of a str: in the C API since 3.3, but in the stable ABI only from
+// 3.10, so pyo3's abi3-py39 build does not declare it. Every CPython this package supports
+// exports it.
+extern "C" {
+    fn PyUnicode_AsUTF8AndSize(
+        unicode: *mut pyo3::ffi::PyObject,
+        size: *mut pyo3::ffi::Py_ssize_t,
+    ) -> *const u8;
+}
+
+/// The text of a Python str, borrowed: no copy for the common (ASCII) str, whose UTF-8 form
+/// is its own storage; CPython caches the UTF-8 form of any other str in the object. A str
+/// that is not valid Unicode (a lone surrogate) is a `UnicodeEncodeError`, as `encode()`.
+fn str_view<'a>(s: &'a Bound<'_, PyString>) -> PyResult<&'a str> {
+    let mut len: pyo3::ffi::Py_ssize_t = 0;
+    // SAFETY: `s` is a live str (the cast that made the `Bound` checked its type) and the
+    // GIL is held (a `Bound` proves it). The buffer returned belongs to the str object: it
+    // stays valid and unchanged while the object lives, which the borrow of `s` ensures
+    // for `'a`. A null return has set a Python exception, fetched below.
+    let ptr = unsafe { PyUnicode_AsUTF8AndSize(s.as_ptr(), &mut len) };
+    if ptr.is_null() {
+        return Err(PyErr::fetch(s.py()));
+    }
+    // SAFETY: CPython returns `len` bytes of valid UTF-8 at `ptr` (it refuses, above,
+    // a str that has none), alive for `'a` as said above.
+    Ok(unsafe { std::str::from_utf8_unchecked(std::slice::from_raw_parts(ptr, len as usize)) })
+}
+
+/// A path element from Python: a dict key, a list index or a field name. A str is borrowed
+/// (lookups copy nothing); the parts of a tuple or frozenset are copied.
+fn key_of<'a>(obj: &'a Bound<'_, PyAny>, at: &str) -> PyResult<Key<'a>> {
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok(Key::Str(str_view(s)?.into()));
+    }
+    key_owned(obj, at)
+}
+
+/// [`key_of`], owning its text.
+fn key_owned(obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Key<'static>> {
     if obj.is_none() {
         return Ok(Key::None);
     }
@@ -44,7 +81,7 @@ fn key_of(obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Key<'static>> {
         return Ok(Key::Bool(b.is_true()));
     }
     if let Ok(s) = obj.cast::<PyString>() {
-        return Ok(Key::Str(s.extract::<String>()?.into()));
+        return Ok(Key::Str(str_view(s)?.to_string().into()));
     }
     if let Ok(i) = obj.extract::<i64>() {
         if obj.cast::<pyo3::types::PyInt>().is_ok() {
@@ -61,10 +98,10 @@ fn key_of(obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Key<'static>> {
         return Ok(Key::Bytes(b.as_bytes().to_vec().into()));
     }
     if let Ok(t) = obj.cast::<PyTuple>() {
-        return t.iter().map(|x| key_of(&x, at)).collect::<PyResult<Vec<_>>>().map(Key::Tuple);
+        return t.iter().map(|x| key_owned(&x, at)).collect::<PyResult<Vec<_>>>().map(Key::Tuple);
     }
     if let Ok(f) = obj.cast::<PyFrozenSet>() {
-        return f.iter().map(|x| key_of(&x, at)).collect::<PyResult<Vec<_>>>().map(Key::FrozenSet);
+        return f.iter().map(|x| key_owned(&x, at)).collect::<PyResult<Vec<_>>>().map(Key::FrozenSet);
     }
     Err(PyTypeError::new_err(format!("unhashable type: '{}' at {at}", type_name(obj))))
 }
@@ -83,7 +120,7 @@ fn int_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
 }
 
 fn path_of(path: &Bound<'_, PyTuple>) -> PyResult<Vec<Key<'static>>> {
-    path.iter().map(|k| key_of(&k, "a path")).collect()
+    path.iter().map(|k| key_owned(&k, "a path")).collect()
 }
 
 /// Containers nested deeper than this are refused (as Python's own recursion limit would):
@@ -153,12 +190,6 @@ impl<'a, 'py> At<'a, 'py> {
     }
 }
 
-/// The text of a str encoded to UTF-8 (`str.encode()`: the stable ABI of Python 3.9 has
-/// no borrowed UTF-8 view of a str).
-fn utf8<'b>(b: &'b Bound<'_, PyBytes>) -> PyResult<&'b str> {
-    std::str::from_utf8(b.as_bytes()).map_err(|e| PyValueError::new_err(e.to_string()))
-}
-
 /// Converts a Python value to an input, naming where an unsupported value sat. A value that
 /// contains itself is refused with `ValueError` (stored values are trees and DAGs).
 fn input_of<'py>(
@@ -182,7 +213,7 @@ fn input_of<'py>(
         return Ok(Input::Float(f.value()));
     }
     if let Ok(s) = obj.cast::<PyString>() {
-        return Ok(Input::Str(s.extract::<String>()?));
+        return Ok(Input::Str(str_view(s)?.to_string()));
     }
     if let Ok(b) = obj.cast::<PyBytes>() {
         return Ok(Input::Bytes(b.as_bytes().to_vec()));
@@ -221,8 +252,7 @@ fn input_of<'py>(
             for (k, v) in items.by_ref() {
                 match (k.cast::<PyString>(), v.cast::<PyString>()) {
                     (Ok(ks), Ok(vs)) => {
-                        let (kb, vb) = (ks.encode_utf8()?, vs.encode_utf8()?);
-                        packed.push(utf8(&kb)?, utf8(&vb)?);
+                        packed.push(str_view(ks)?, str_view(vs)?);
                     }
                     _ => {
                         other = Some((k, v));
@@ -769,20 +799,138 @@ reads!(Snap, {
         }
         Ok((out, next))
     }
+});
 
-    /// `contains` for the dict or set at `offset`.
-    fn contains_in(&self, offset: u64, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let k = match key_of(key, "a lookup") {
-            Ok(k) => k,
-            Err(_) => return Ok(false),
+/// The proxy classes (`eterna.Dict`, `List`, `Set`, `Record`), by kind, which the Python
+/// package registers when it is imported.
+static KINDS: pyo3::sync::PyOnceLock<[Py<PyAny>; 4]> = pyo3::sync::PyOnceLock::new();
+
+/// Registers the proxy classes that containers read back are wrapped in.
+#[pyfunction]
+fn _register_proxies(py: Python<'_>, dict: Py<PyAny>, list: Py<PyAny>, set: Py<PyAny>, record: Py<PyAny>) {
+    // A second import (in a subinterpreter, say) keeps the first registration.
+    let _ = KINDS.set(py, [dict, list, set, record]);
+}
+
+/// The base of the Python proxies: where a container is. `h` is the transaction or snapshot
+/// the proxy belongs to (None: each access uses its own), `path` its keys from the root, and
+/// in a snapshot `off` its offset (a snapshot's containers never move). The hot reads of
+/// a dict (`d[k]`, `k in d`, `len(d)`) run here in one native call inside a transaction or
+/// snapshot; everything else, and every access outside one, is the Python subclass's
+/// (`_getitem`, `_contains`, `_len`).
+#[pyclass(subclass, frozen, module = "eterna._eterna")]
+struct Proxy {
+    #[pyo3(get, name = "_db")]
+    db: Py<PyAny>, // the eterna.Database
+    #[pyo3(get, name = "_h")]
+    h: Py<PyAny>, // None, a Snap or a Txn
+    #[pyo3(get, name = "_path")]
+    path: Py<PyTuple>, // keys from the root
+    #[pyo3(get, name = "_off")]
+    off: Option<u64>, // in a snapshot, the container's offset
+}
+
+impl Proxy {
+    /// The proxy of the container `nested`, the member `key` of this one.
+    fn wrap<'py>(
+        &self,
+        py: Python<'py>,
+        nested: &Nested,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let kinds =
+            KINDS.get(py).ok_or_else(|| Error::new_err("eterna's proxy classes are not registered"))?;
+        let cls = match nested.kind {
+            "dict" => &kinds[0],
+            "list" => &kinds[1],
+            "set" => &kinds[2],
+            _ => &kinds[3],
         };
-        match self.txn()?.container_at(offset).map_err(err)? {
-            Value::Dict(d) => Ok(d.get(&k).map_err(corrupt)?.is_some()),
-            Value::Set(s) | Value::FrozenSet(s) => s.contains(&k).map_err(corrupt),
-            v => Err(PyTypeError::new_err(format!("a {} has no members", v.type_name()))),
+        let path = self.path.bind(py);
+        let mut items: Vec<Bound<'py, PyAny>> = Vec::with_capacity(path.len() + 1);
+        items.extend(path.iter());
+        items.push(key.clone());
+        let child = PyTuple::new(py, items)?;
+        let off = self.off.map(|_| nested.offset);
+        cls.bind(py).call1((self.db.clone_ref(py), self.h.clone_ref(py), child, off))
+    }
+
+    /// A value read as `to_py` gave it, a container wrapped in its proxy.
+    fn wrap_value<'py>(&self, v: Bound<'py, PyAny>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        match v.cast::<Nested>() {
+            Ok(n) => self.wrap(v.py(), n.get(), key),
+            Err(_) => Ok(v),
         }
     }
-});
+}
+
+#[pymethods]
+impl Proxy {
+    #[new]
+    #[pyo3(signature = (db, handle, path, off=None))]
+    fn new(db: Py<PyAny>, handle: Py<PyAny>, path: Py<PyTuple>, off: Option<u64>) -> Proxy {
+        Proxy { db, h: handle, path, off }
+    }
+
+    /// A dict's `d[key]`.
+    fn __getitem__<'py>(slf: &Bound<'py, Self>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let me = slf.get();
+        let h = me.h.bind(py);
+        if let (Some(off), Ok(snap)) = (me.off, h.cast::<Snap>()) {
+            let snap = snap.try_borrow()?;
+            let c = snap.txn()?.container_at(off).map_err(err)?;
+            let Value::Dict(d) = c else {
+                return slf.call_method1("_getitem", (key,));
+            };
+            return match d.get(&key_of(key, "a lookup")?).map_err(corrupt)? {
+                Some(v) => me.wrap_value(to_py(py, &v, None)?, key),
+                None => Err(PyKeyError::new_err(key.clone().unbind())),
+            };
+        }
+        if let Ok(txn) = h.cast::<Txn>() {
+            let mut p = path_of(me.path.bind(py))?;
+            p.push(key_owned(key, "a lookup")?);
+            let txn = txn.try_borrow()?;
+            let found = txn.txn()?.get(&p).map_err(err);
+            return match found {
+                Ok(Some(v)) => me.wrap_value(to_py(py, &v, None)?, key),
+                Ok(None) => Err(PyKeyError::new_err(key.clone().unbind())),
+                // Not a dict (the Python layer words the error), or a real failure.
+                Err(_) => slf.call_method1("_getitem", (key,)),
+            };
+        }
+        slf.call_method1("_getitem", (key,))
+    }
+
+    /// `key in d` for a dict or set.
+    fn __contains__(slf: &Bound<'_, Self>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let py = slf.py();
+        let me = slf.get();
+        if let (Some(off), Ok(snap)) = (me.off, me.h.bind(py).cast::<Snap>()) {
+            let k = match key_of(key, "a lookup") {
+                Ok(k) => k,
+                Err(_) => return Ok(false), // unhashable: never a member
+            };
+            match snap.try_borrow()?.txn()?.container_at(off).map_err(err)? {
+                Value::Dict(d) => return Ok(d.get(&k).map_err(corrupt)?.is_some()),
+                Value::Set(s) | Value::FrozenSet(s) => return s.contains(&k).map_err(corrupt),
+                _ => {}
+            }
+        }
+        slf.call_method1("_contains", (key,))?.extract()
+    }
+
+    /// `len()` of the container.
+    fn __len__(slf: &Bound<'_, Self>) -> PyResult<usize> {
+        let py = slf.py();
+        let me = slf.get();
+        if let (Some(off), Ok(snap)) = (me.off, me.h.bind(py).cast::<Snap>()) {
+            return Ok(snap.try_borrow()?.len_in(off)? as usize);
+        }
+        slf.call_method0("_len")?.extract()
+    }
+}
 
 /// The write transaction. It holds this process's writer mutex, which only the thread that
 /// locked it may unlock, so only that thread may use or end it: another thread gets an
@@ -921,6 +1069,8 @@ fn _eterna(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Snap>()?;
     m.add_class::<Txn>()?;
     m.add_class::<Nested>()?;
+    m.add_class::<Proxy>()?;
+    m.add_function(wrap_pyfunction!(_register_proxies, m)?)?;
     let py = m.py();
     m.add("Error", py.get_type::<Error>())?;
     m.add("CorruptionError", py.get_type::<CorruptionError>())?;
