@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{fence, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 /// How to open a heap.
@@ -66,14 +66,79 @@ fn reuse_batch(blocks_allocated: u64) -> u64 {
 /// The smallest batch of replaced blocks freed at once.
 const REUSE_BATCH_MIN: u64 = 4096;
 
-/// The writer's side of an open heap, set up by the first write transaction.
+/// The writer's side of an open heap, set up by a write transaction when this process
+/// does not hold the writer's role, and kept until the heap closes or another process asks
+/// for the role (see "Writer handover" in docs/design.md).
 struct Writer {
-    alloc: Allocator, // the allocator, owning the read-write mapping
-    pending: Pending, // blocks replaced by commits, waiting for readers
-    auto_ratio: u64,  // automatic compaction's current threshold, see `AUTO_COMPACT_RATIO`
-    young: OffsetSet, // blocks committed since the last collection (the young generation)
-    collect: bool,    // a full collection is due before the first transaction (see `start_writer`)
-    _lock: File,      // holds the writer lock (flock) until the heap closes
+    alloc: Allocator,    // the allocator, owning the read-write mapping
+    pending: Pending,    // blocks replaced by commits, waiting for readers
+    auto_ratio: u64,     // automatic compaction's current threshold, see `AUTO_COMPACT_RATIO`
+    young: OffsetSet,    // blocks committed since the last collection (the young generation)
+    collect: bool,       // a full collection is due before the first transaction (see `start_writer`)
+    _releaser: Releaser, // stops the thread that hands the role over between transactions
+    lock: File,          // holds the writer lock (flock) while the role is this process's
+}
+
+/// How often a writer between transactions looks whether another process waits for the
+/// writer lock.
+const RELEASE_POLL: Duration = Duration::from_millis(10);
+
+/// Stops its writer's release thread when the writer is dropped.
+struct Releaser(Arc<AtomicBool>);
+
+impl Drop for Releaser {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Gives the writer's role up: frees the queued blocks no snapshot pins (the rest, pinned
+/// by other processes' snapshots, are left to the collector), publishes a clean state,
+/// fully synced, and closes the lock file, which releases the writer lock.
+fn release_writer(mut w: Writer, table: &LockTable) -> Result<(), TxnError> {
+    let oldest = table.oldest(u64::MAX);
+    w.pending.free_up_to(&mut w.alloc, oldest)?;
+    let meta = *w.alloc.meta();
+    w.alloc.publish(meta.root, meta.shared, 0, Durability::Full)?;
+    Ok(())
+}
+
+/// Starts the thread that hands the writer's role over while this process is between
+/// transactions: it wakes every `RELEASE_POLL`, and when another process asks for the
+/// lock it takes the writer mutex (waiting for a running transaction, whose end hands
+/// over itself) and releases. It ends with its writer.
+fn spawn_releaser(writer: Weak<Mutex<Option<Writer>>>, table: Arc<LockTable>) -> Releaser {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let run = move || loop {
+        std::thread::sleep(RELEASE_POLL);
+        if flag.load(Ordering::SeqCst) {
+            return;
+        }
+        if !table.writer_wanted() {
+            continue;
+        }
+        let Some(writer) = writer.upgrade() else { return };
+        let mut guard = writer.lock().unwrap_or_else(|p| p.into_inner());
+        // The writer this thread serves may have been released meanwhile.
+        if flag.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Some(w) = guard.take() {
+            let _ = release_writer(w, &table);
+        }
+        return;
+    };
+    // Without the thread (threads exhausted) the role is still handed over at the end of
+    // each transaction.
+    let _ = std::thread::Builder::new().name("eterna-writer".into()).spawn(run);
+    Releaser(stop)
+}
+
+/// A number that tells the calling thread from every other thread alive.
+fn thread_key() -> usize {
+    thread_local!(static KEY: u8 = const { 0 });
+    KEY.with(|k| k as *const u8 as usize)
 }
 
 /// This process's snapshots, and the reader-table slot that publishes the oldest.
@@ -87,26 +152,32 @@ struct Readers {
 /// An open heap file. Share it between threads by reference; snapshots and the write
 /// transaction borrow it.
 pub struct Heap {
-    path: PathBuf,                 // the file
-    seed: u64,                     // the hash seed from the header
-    options: Options,              // as opened
-    pid: u32,                      // the process that opened it
-    readmap: ReadMap,              // the read-only mapping snapshots use
-    table: LockTable,              // the reader table shared by every process
-    readers: Mutex<Readers>,       // this process's snapshots
-    writer: Mutex<Option<Writer>>, // set up by the first write transaction
+    path: PathBuf,                      // the file
+    seed: u64,                          // the hash seed from the header
+    options: Options,                   // as opened
+    pid: u32,                           // the process that opened it
+    readmap: ReadMap,                   // the read-only mapping snapshots use
+    table: Arc<LockTable>,              // the reader table shared by every process
+    readers: Mutex<Readers>,            // this process's snapshots
+    writer: Arc<Mutex<Option<Writer>>>, // this process's writer's role, while it holds it
+    in_txn: AtomicUsize,                // `thread_key` of the thread in a write transaction, or 0
 }
 
-fn lock_writer(path: &Path, timeout: Option<Duration>) -> Result<File, TxnError> {
+/// Takes the writer lock, asking its holder (through the reader table) to hand it over.
+fn lock_writer(path: &Path, timeout: Option<Duration>, table: &LockTable) -> Result<File, TxnError> {
     let f = OpenOptions::new().read(true).write(true).open(path)?;
     let started = Instant::now();
     loop {
         match flock(&f, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => return Ok(f),
+            Ok(()) => {
+                table.writer_got();
+                return Ok(f);
+            }
             Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
                 if timeout.is_some_and(|t| started.elapsed() >= t) {
                     return Err(TxnError::LockTimeout { waited: started.elapsed() });
                 }
+                table.want_writer();
                 std::thread::sleep(Duration::from_millis(2));
             }
             Err(e) => return Err(TxnError::Io(e.into())),
@@ -131,8 +202,9 @@ fn open_error(e: OpenError) -> TxnError {
 
 impl Heap {
     /// Opens (or with `options.create`, creates) the heap at `path`, and the reader table
-    /// beside it (`PATH-lock`). Any number of processes may open a heap; the first
-    /// [`write`](Self::write) takes the writer lock, held until the heap is closed.
+    /// beside it (`PATH-lock`). Any number of processes may open a heap; a
+    /// [`write`](Self::write) takes the writer lock, which the process keeps between its
+    /// transactions until the heap closes or another process asks for it.
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Heap, OpenError> {
         let path = path.as_ref();
         if !options.readonly && options.create && !path.exists() {
@@ -162,11 +234,12 @@ impl Heap {
             path: path.to_path_buf(),
             seed: header.seed,
             options,
-            pid: std::process::id(),
+            pid: crate::region::pid(),
             readmap,
-            table,
+            table: Arc::new(table),
             readers: Mutex::new(Readers::default()),
-            writer: Mutex::new(None),
+            writer: Arc::new(Mutex::new(None)),
+            in_txn: AtomicUsize::new(0),
         };
         // Check the committed state once up front, so that a bad file is an error here
         // rather than at the first read.
@@ -196,7 +269,7 @@ impl Heap {
     /// Takes the writer lock and opens the allocator, recovering first if the last
     /// writer died in a transaction.
     fn start_writer(&self) -> Result<Writer, TxnError> {
-        let lock = lock_writer(&self.path, self.options.lock_timeout)?;
+        let lock = lock_writer(&self.path, self.options.lock_timeout, &self.table)?;
         let mut alloc = Allocator::open_for_recovery(&self.path).map_err(open_error)?;
         let txn = alloc.meta().txn_id;
         let mut collect = false;
@@ -231,7 +304,8 @@ impl Heap {
             auto_ratio: AUTO_COMPACT_RATIO,
             young: OffsetSet::default(),
             collect,
-            _lock: lock,
+            _releaser: spawn_releaser(Arc::downgrade(&self.writer), self.table.clone()),
+            lock,
         })
     }
 
@@ -288,7 +362,7 @@ impl Heap {
     /// parent's snapshots are not the child's).
     fn readers(&self) -> MutexGuard<'_, Readers> {
         let mut r = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-        let me = std::process::id();
+        let me = crate::region::pid();
         if r.pid != me {
             *r = Readers { pins: BTreeMap::new(), slot: None, pid: me };
         }
@@ -313,7 +387,7 @@ impl Heap {
         let slot = match readers.slot {
             Some(s) => s,
             None => {
-                let pid = std::process::id() as u64;
+                let pid = crate::region::pid() as u64;
                 let s = self.table.claim(pid, process_start(pid).unwrap_or(0))?;
                 readers.slot = Some(s);
                 s
@@ -340,19 +414,25 @@ impl Heap {
             }
         };
         *readers.pins.entry(meta.txn_id).or_default() += 1;
-        Ok(ReadTxn { heap: self, view, root: Word(meta.root), txn: meta.txn_id })
+        Ok(ReadTxn { heap: self, view, root: Word(meta.root), txn: meta.txn_id, pid: crate::region::pid() })
     }
 
-    /// Begins the write transaction: waits for another thread's to end. The first one
-    /// takes the cross-process writer lock (waiting up to `Options::lock_timeout`) and keeps
-    /// it until the heap is closed. Fails on a read-only heap, and in a child process forked
-    /// after `open` (open the heap again there).
+    /// Begins the write transaction: waits for another thread's to end. If this process
+    /// does not hold the writer's role it takes the cross-process writer lock (waiting up
+    /// to `Options::lock_timeout` for another process's transaction to end), and keeps it
+    /// between transactions until the heap is closed or another process asks for it.
+    /// Fails on a read-only heap, in a thread already in a write transaction on this heap
+    /// (`TxnError::Nested`), and in a child process forked after `open` (open the heap
+    /// again there).
     pub fn write(&self) -> Result<WriteTxn<'_>, TxnError> {
         if self.options.readonly {
             return Err(TxnError::ReadOnly);
         }
-        if std::process::id() != self.pid {
+        if crate::region::pid() != self.pid {
             return Err(TxnError::Forked { opened_by: self.pid });
+        }
+        if self.in_txn.load(Ordering::SeqCst) == thread_key() {
+            return Err(TxnError::Nested);
         }
         loop {
             let mut guard = self.writer();
@@ -375,7 +455,21 @@ impl Heap {
     fn begin<'h>(&'h self, guard: MutexGuard<'h, Option<Writer>>) -> Option<WriteTxn<'h>> {
         let meta = *guard.as_ref()?.alloc.meta();
         let st = WriteState::new(Word(meta.root), Word(meta.shared));
+        self.in_txn.store(thread_key(), Ordering::SeqCst);
         Some(WriteTxn { heap: self, guard, st, done: false })
+    }
+
+    /// Hands the writer's role over if another process asked for it: called when a
+    /// transaction of this process has ended.
+    fn yield_writer(&self) -> Result<(), TxnError> {
+        if !self.table.writer_wanted() {
+            return Ok(());
+        }
+        let mut guard = self.writer();
+        match guard.take() {
+            Some(w) => release_writer(w, &self.table),
+            None => Ok(()),
+        }
     }
 
     /// A write transaction if one can begin at once without taking anything new: this
@@ -385,7 +479,7 @@ impl Heap {
     /// (and then aborts it) to skip a snapshot's pin in the reader table, whose pages the
     /// next commit would otherwise find mapped twice.
     pub fn try_write_now(&self) -> Option<WriteTxn<'_>> {
-        if self.options.readonly || std::process::id() != self.pid {
+        if self.options.readonly || crate::region::pid() != self.pid {
             return None;
         }
         let guard = match self.writer.try_lock() {
@@ -442,6 +536,8 @@ impl Heap {
         report.blocks_deferred = w.pending.len() as u64;
         report.disk_after = w.alloc.region().sizes()?.1;
         report.seconds = started.elapsed().as_secs_f64();
+        drop(guard);
+        self.yield_writer()?;
         Ok(report)
     }
 
@@ -474,9 +570,12 @@ impl Heap {
     /// writer they are read from the file, whose live-block counts lag a running writer by
     /// up to one reuse batch (see `docs/design.md`, "Pool bits lag a running writer").
     pub fn stats(&self) -> Result<Stats, OpenError> {
-        let guard = self.writer();
-        let mut s = match guard.as_ref() {
-            Some(w) if std::process::id() == self.pid => {
+        // The calling thread's own transaction holds the writer: read the file instead of
+        // waiting for it.
+        let own = self.in_txn.load(Ordering::SeqCst) == thread_key();
+        let guard = if own { None } else { Some(self.writer()) };
+        let mut s = match guard.as_ref().and_then(|g| g.as_ref()) {
+            Some(w) if crate::region::pid() == self.pid => {
                 let mut s = w.alloc.stats()?;
                 s.blocks_pending = w.pending.len() as u64;
                 s
@@ -515,25 +614,60 @@ impl Heap {
     /// handle): publishes a clean state, releases the writer lock and this process's reader
     /// slot. Using the heap again afterwards takes them again.
     pub fn shutdown(&self) -> Result<(), TxnError> {
+        let forked = crate::region::pid() != self.pid;
+        if !forked && self.in_txn.load(Ordering::SeqCst) == thread_key() {
+            return Err(TxnError::Nested);
+        }
         {
+            // In a forked child, the child's own slot (the parent's is not in its registry).
             let mut r = self.readers();
             if let Some(slot) = r.slot.take() {
                 self.table.release(slot);
             }
         }
-        let mut guard = self.writer();
-        if std::process::id() != self.pid {
-            // A forked child holds a copy of the parent's writer: it must not publish.
-            std::mem::forget(guard.take());
+        if forked {
+            self.after_fork();
             return Ok(());
         }
-        if let Some(mut w) = guard.take() {
-            let oldest = self.table.oldest(u64::MAX);
-            w.pending.free_up_to(&mut w.alloc, oldest)?;
-            let meta = *w.alloc.meta();
-            w.alloc.publish(meta.root, meta.shared, 0, Durability::Full)?;
+        let mut guard = self.writer();
+        match guard.take() {
+            Some(w) => release_writer(w, &self.table),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// In a child forked after `open`: lets go of the parent's writer without touching the
+    /// file (the parent's writer state must not be published or freed from here), closing
+    /// only this process's copy of the lock file. A lock shared through `fork` is released
+    /// when every copy is closed, so keeping it would hold the writer lock for as long as
+    /// the child lives, after the parent let it go. The parent keeps its own copy.
+    fn forget_inherited(&self, guard: &mut MutexGuard<'_, Option<Writer>>) {
+        if let Some(w) = guard.take() {
+            let Writer { alloc, lock, _releaser, .. } = w;
+            drop(lock);
+            // Its drop would flush the parent's allocator state into the file.
+            std::mem::forget(alloc);
+            // The thread it would stop lives only in the parent.
+            std::mem::forget(_releaser);
+        }
+    }
+
+    /// For a front end, in a child process right after `fork`: closes this process's copy
+    /// of the parent's writer lock (see `forget_inherited`). The heap stays usable for
+    /// reading; writing needs a heap opened in the child. Does nothing in the process that
+    /// opened the heap.
+    pub fn after_fork(&self) {
+        if crate::region::pid() == self.pid {
+            return;
+        }
+        // The parent's writer mutex may have been held by one of its threads at the fork:
+        // the child's copy stays locked for good, so only try it.
+        let mut guard = match self.writer.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        self.forget_inherited(&mut guard);
     }
 }
 
@@ -549,11 +683,21 @@ pub struct ReadTxn<'h> {
     view: View,     // the mapping, up to this state's length
     root: Word,     // this state's root dict
     txn: u64,       // this state's transaction id
+    pid: u32,       // the process whose reader slot pins the state
 }
 
 impl ReadTxn<'_> {
     fn cx(&self) -> Ctx<'_> {
         Ctx { mem: self.view.as_slice(), seed: self.heap.seed }
+    }
+
+    /// Refuses a snapshot inherited through `fork`: its state is pinned by the parent,
+    /// which may end it at any time and let the writer reuse what it reads.
+    fn this_process(&self) -> Result<(), TxnError> {
+        if crate::region::pid() == self.pid {
+            return Ok(());
+        }
+        Err(TxnError::Inherited { what: "snapshot", begun_by: self.pid })
     }
 
     /// The transaction id of the state this snapshot reads.
@@ -563,6 +707,7 @@ impl ReadTxn<'_> {
 
     /// The root dict.
     pub fn root(&self) -> Result<Dict<'_>, TxnError> {
+        self.this_process()?;
         match get_at(self.cx(), self.root, &[])? {
             Some(Value::Dict(d)) => Ok(d),
             _ => Err(Corruption::new(self.root.0, "the root is not a dict").into()),
@@ -573,6 +718,7 @@ impl ReadTxn<'_> {
     /// snapshot): containers of a snapshot never move, so a binding can hold on to one by
     /// its offset. Any other offset is an error, never undefined behaviour.
     pub fn container_at(&self, offset: u64) -> Result<Value<'_>, TxnError> {
+        self.this_process()?;
         let v = crate::object::value::decode(self.cx(), Word(offset))?;
         match v {
             Value::Dict(_)
@@ -591,6 +737,7 @@ impl ReadTxn<'_> {
 
     /// The value at `path` (dict keys, list indices, record field names), if present.
     pub fn get(&self, path: &[Key]) -> Result<Option<Value<'_>>, TxnError> {
+        self.this_process()?;
         get_at(self.cx(), self.root, path)
     }
 }
@@ -618,8 +765,18 @@ pub struct WriteTxn<'h> {
 }
 
 impl WriteTxn<'_> {
+    /// Refuses a transaction inherited through `fork`: its writer state is the parent's,
+    /// and changing the file from here would corrupt what the parent writes.
+    fn this_process(&self) -> Result<(), TxnError> {
+        if crate::region::pid() == self.heap.pid {
+            return Ok(());
+        }
+        Err(TxnError::Inherited { what: "write transaction", begun_by: self.heap.pid })
+    }
+
     /// The value at `path` as this transaction sees it.
     pub fn get(&self, path: &[Key]) -> Result<Option<Value<'_>>, TxnError> {
+        self.this_process()?;
         let w = self.guard.as_ref().expect("a write transaction holds a writer");
         self.st.get(&w.alloc, self.heap.seed, path)
     }
@@ -627,6 +784,7 @@ impl WriteTxn<'_> {
     /// The value at `path` as an [`Input`] that stores it again by reference (structural
     /// sharing with value semantics).
     pub fn share(&self, path: &[Key]) -> Result<Option<Input>, TxnError> {
+        self.this_process()?;
         let w = self.guard.as_ref().expect("a write transaction holds a writer");
         Ok(self.st.word_at(&w.alloc, self.heap.seed, path)?.map(Input::Stored))
     }
@@ -634,6 +792,7 @@ impl WriteTxn<'_> {
     /// Stores `value` at `path`: a dict key (new or replaced), a list index, or a record
     /// field. The container must exist.
     pub fn set(&mut self, path: &[Key], value: &Input) -> Result<(), TxnError> {
+        self.this_process()?;
         let seed = self.heap.seed;
         let w = self.guard.as_mut().expect("writer");
         self.st.set(&mut w.alloc, seed, path, value, false)
@@ -641,6 +800,7 @@ impl WriteTxn<'_> {
 
     /// Like [`set`](Self::set), creating empty dicts for missing keys along the path.
     pub fn set_creating(&mut self, path: &[Key], value: &Input) -> Result<(), TxnError> {
+        self.this_process()?;
         let seed = self.heap.seed;
         let w = self.guard.as_mut().expect("writer");
         self.st.set(&mut w.alloc, seed, path, value, true)
@@ -648,6 +808,7 @@ impl WriteTxn<'_> {
 
     /// Deletes a dict key, a list item, or (when the path ends in a set) a set element.
     pub fn del(&mut self, path: &[Key]) -> Result<(), TxnError> {
+        self.this_process()?;
         let seed = self.heap.seed;
         let w = self.guard.as_mut().expect("writer");
         self.st.del(&mut w.alloc, seed, path)
@@ -661,6 +822,7 @@ impl WriteTxn<'_> {
 
     /// Replaces `del` items of the list at `path` from index `start` with `items`.
     pub fn splice(&mut self, path: &[Key], start: u64, del: u64, items: &[Input]) -> Result<(), TxnError> {
+        self.this_process()?;
         let seed = self.heap.seed;
         let w = self.guard.as_mut().expect("writer");
         self.st.splice(&mut w.alloc, seed, path, start, del, items)
@@ -681,6 +843,7 @@ impl WriteTxn<'_> {
 
     /// Adds `key` to the set at `path`; returns whether it was new.
     pub fn set_add(&mut self, path: &[Key], key: &Key) -> Result<bool, TxnError> {
+        self.this_process()?;
         let seed = self.heap.seed;
         let w = self.guard.as_mut().expect("writer");
         self.st.set_add(&mut w.alloc, seed, path, key)
@@ -692,10 +855,12 @@ impl WriteTxn<'_> {
     pub fn commit(self) -> Result<u64, TxnError> {
         let heap = self.heap;
         let txn = self.commit_with(heap.options.durability, heap.options.auto_compact)?;
+        heap.yield_writer()?;
         Ok(txn)
     }
 
     fn commit_with(mut self, durability: Durability, auto: bool) -> Result<u64, TxnError> {
+        self.this_process()?;
         let heap = self.heap;
         let w = self.guard.as_mut().expect("writer");
         if !self.st.poisoned {
@@ -736,9 +901,21 @@ impl WriteTxn<'_> {
 
 impl Drop for WriteTxn<'_> {
     fn drop(&mut self) {
+        self.heap.in_txn.store(0, Ordering::SeqCst);
+        // In a forked child the writer state is the parent's: leave the file alone.
+        if self.this_process().is_err() {
+            return;
+        }
         if !self.done {
             if let Some(w) = self.guard.as_mut() {
                 self.st.abort(&mut w.alloc);
+            }
+            // Ended: hand the role over if another process waits (a commit does this
+            // after the guard is gone).
+            if self.heap.table.writer_wanted() {
+                if let Some(w) = self.guard.take() {
+                    let _ = release_writer(w, &self.heap.table);
+                }
             }
         }
     }

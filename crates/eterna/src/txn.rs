@@ -41,6 +41,12 @@ pub enum TxnError {
     /// The heap was opened by another process (this one was forked from it): writing
     /// through the inherited handle is refused; open the heap again.
     Forked { opened_by: u32 },
+    /// A transaction or snapshot begun by another process (this one was forked from it)
+    /// was used here: its state is that process's. Begin a new one in this process.
+    Inherited { what: &'static str, begun_by: u32 },
+    /// This thread already runs a write transaction on this heap (waiting for it would
+    /// never end): commit or abort it first.
+    Nested,
     /// An I/O error.
     Io(io::Error),
     /// The file is inconsistent.
@@ -66,6 +72,15 @@ impl fmt::Display for TxnError {
             TxnError::Forked { opened_by } => write!(
                 f,
                 "this heap was opened by process {opened_by}, not this one (a fork): open it again to write"
+            ),
+            TxnError::Inherited { what, begun_by } => write!(
+                f,
+                "this {what} was begun by process {begun_by}, not this one (it came through a fork): \
+                 begin a new one in this process"
+            ),
+            TxnError::Nested => write!(
+                f,
+                "this thread is already in a write transaction on this heap: commit or abort it first"
             ),
             TxnError::Io(e) => write!(f, "I/O error: {e}"),
             TxnError::Corrupt(c) => c.fmt(f),

@@ -262,3 +262,28 @@ fn a_packed_str_dict_stores_what_the_same_dict_stores() {
     heap.close().unwrap();
     eterna::check::check(&path).unwrap();
 }
+
+#[test]
+fn a_thread_in_a_write_transaction_gets_an_error_not_a_deadlock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested");
+    let heap = Heap::open(&path, Options::default()).unwrap();
+    let mut w = heap.write().unwrap();
+    w.set(&[Key::from("k")], &Input::Int(1)).unwrap();
+    assert!(matches!(heap.write(), Err(eterna::TxnError::Nested)));
+    assert!(matches!(heap.gc(), Err(eterna::TxnError::Nested)));
+    assert!(matches!(heap.compact(), Err(eterna::TxnError::Nested)));
+    assert!(matches!(heap.shutdown(), Err(eterna::TxnError::Nested)));
+    assert!(heap.stats().is_ok(), "stats read the file instead of waiting");
+    // Another thread waits for the transaction instead (and gets no error).
+    std::thread::scope(|s| {
+        let other = s.spawn(|| heap.write().map(drop).is_ok());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        w.commit().unwrap();
+        assert!(other.join().unwrap());
+    });
+    let mut w = heap.write().unwrap();
+    w.set(&[Key::from("k")], &Input::Int(2)).unwrap();
+    w.commit().unwrap();
+    heap.close().unwrap();
+}

@@ -521,3 +521,190 @@ fn a_writer_killed_with_unwritten_pool_bits_loses_nothing_committed_or_pinned() 
     let report = eterna::check::check(&path).unwrap();
     assert_eq!(report.unreachable_blocks, 0, "the recovery's collection retired every unreachable block");
 }
+
+// ----- writers of several processes take turns -------------------------------------------
+
+/// Writes `b` while the parent holds the writer's role between its transactions, then
+/// keeps the heap open (and the role) until `PATH.stop` appears.
+fn turn_taker(path: &Path) {
+    let heap =
+        Heap::open(path, Options { lock_timeout: Some(Duration::from_secs(20)), ..Options::default() })
+            .unwrap();
+    let mut w = heap.write().unwrap();
+    w.set(&[k("b")], &Input::Int(2)).unwrap();
+    w.commit().unwrap();
+    println!("\nWROTE");
+    let stop = path.with_extension("stop");
+    while !stop.exists() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    heap.close().unwrap();
+}
+
+#[test]
+fn writers_of_two_processes_take_turns_while_both_keep_the_heap_open() {
+    if let Some((role, path)) = role() {
+        assert_eq!(role, "turn");
+        return turn_taker(&path);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("turns");
+    let heap =
+        Heap::open(&path, Options { lock_timeout: Some(Duration::from_secs(20)), ..Options::default() })
+            .unwrap();
+    let mut w = heap.write().unwrap();
+    w.set(&[k("a")], &Input::Int(1)).unwrap();
+    w.commit().unwrap();
+    // This process holds the writer's role and sits between transactions: the child's
+    // request makes it hand the role over.
+    let mut child = spawn("writers_of_two_processes_take_turns_while_both_keep_the_heap_open", "turn", &path);
+    wait_for(&mut child, "WROTE");
+    // Now the child holds it between its transactions; this write asks for it back.
+    let mut w = heap.write().unwrap();
+    assert!(matches!(w.get(&[k("b")]).unwrap(), Some(Value::Int(2))), "the child's commit is seen");
+    w.set(&[k("c")], &Input::Int(3)).unwrap();
+    // A transaction in progress keeps the role until it ends: the child, asking again,
+    // waits for the commit.
+    std::fs::write(path.with_extension("stop"), b"").unwrap();
+    w.commit().unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    let r = heap.read().unwrap();
+    for (key, want) in [("a", 1), ("b", 2), ("c", 3)] {
+        assert!(matches!(r.get(&[k(key)]).unwrap(), Some(Value::Int(v)) if v == want), "{key}");
+    }
+    drop(r);
+    heap.close().unwrap();
+    let report = eterna::check::check(&path).unwrap();
+    assert_eq!(report.unreachable_blocks, 0, "each handover freed what no snapshot pinned");
+}
+
+#[test]
+fn a_write_waiting_for_another_process_gets_the_lock_when_its_transaction_ends() {
+    if let Some((role, path)) = role() {
+        assert_eq!(role, "turn");
+        return turn_taker(&path);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mid-txn");
+    let heap = Heap::open(&path, Options::default()).unwrap();
+    let mut w = heap.write().unwrap();
+    w.set(&[k("a")], &Input::Int(1)).unwrap();
+    let mut child =
+        spawn("a_write_waiting_for_another_process_gets_the_lock_when_its_transaction_ends", "turn", &path);
+    // The child waits while this transaction runs, however long.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut probe = [0u8; 4096];
+    let stdout = child.stdout.as_mut().unwrap();
+    // SAFETY: makes reads of the child's stdout pipe, which this process owns, non-blocking.
+    unsafe {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(stdout);
+        libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK);
+    }
+    let early = std::io::Read::read(stdout, &mut probe).unwrap_or(0);
+    assert!(
+        !String::from_utf8_lossy(&probe[..early]).contains("WROTE"),
+        "the child wrote while this process was in a transaction"
+    );
+    w.commit().unwrap();
+    // SAFETY: back to blocking reads on the same pipe.
+    unsafe {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(stdout);
+        libc::fcntl(fd, libc::F_SETFL, 0);
+    }
+    wait_for(&mut child, "WROTE");
+    std::fs::write(path.with_extension("stop"), b"").unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    let r = heap.read().unwrap();
+    assert!(matches!(r.get(&[k("a")]).unwrap(), Some(Value::Int(1))));
+    assert!(matches!(r.get(&[k("b")]).unwrap(), Some(Value::Int(2))));
+    drop(r);
+    heap.close().unwrap();
+    eterna::check::check(&path).unwrap();
+}
+
+// ----- fork: what began in the parent stays the parent's ---------------------------------
+
+#[test]
+fn a_transaction_or_snapshot_begun_before_fork_is_refused_in_the_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inherited");
+    let heap = Heap::open(&path, Options::default()).unwrap();
+    let mut w = heap.write().unwrap();
+    w.set(&[k("old")], &Input::Str("committed".into())).unwrap();
+    w.commit().unwrap();
+    let r = heap.read().unwrap();
+    let mut w = heap.write().unwrap();
+    w.set(&[k("items")], &Input::List((0..200).map(|i| Input::Str(format!("parent {i}"))).collect()))
+        .unwrap();
+    // SAFETY: the child only calls into the heap it inherited and `_exit`s; the heap's
+    // mutexes are held by this thread (the transaction) or by nobody.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let refused_set = matches!(
+            w.set(&[k("items")], &Input::Str("child".into())),
+            Err(eterna::TxnError::Inherited { .. })
+        );
+        let refused_get = matches!(w.get(&[k("old")]), Err(eterna::TxnError::Inherited { .. }));
+        let refused_read = matches!(r.get(&[k("old")]), Err(eterna::TxnError::Inherited { .. }));
+        let refused_commit = matches!(w.commit(), Err(eterna::TxnError::Inherited { .. }));
+        let code = refused_set && refused_get && refused_read && refused_commit;
+        // SAFETY: ends the child at once, without running the parent's destructors.
+        unsafe { libc::_exit(if code { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child status {status}");
+    w.commit().unwrap();
+    drop(r);
+    let r = heap.read().unwrap();
+    match r.get(&[k("items")]).unwrap() {
+        Some(Value::List(l)) => assert_eq!(l.len().unwrap(), 200),
+        other => panic!("items: {other:?}"),
+    }
+    drop(r);
+    heap.close().unwrap();
+    let report = eterna::check::check(&path).unwrap();
+    assert_eq!(report.unreachable_blocks, 0);
+}
+
+#[test]
+fn a_forked_child_lets_go_of_the_inherited_writer_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lockfd");
+    let heap = Heap::open(&path, Options::default()).unwrap();
+    let mut w = heap.write().unwrap();
+    w.set(&[k("x")], &Input::Int(1)).unwrap();
+    w.commit().unwrap();
+    // This process holds the writer lock between transactions; a child inherits the lock
+    // file's descriptor, and with it the lock, unless it closes its copy.
+    let go = path.with_extension("go");
+    // SAFETY: the child calls `Heap::after_fork`, polls for a file and `_exit`s.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        heap.after_fork();
+        std::fs::write(&go, b"").unwrap();
+        std::thread::sleep(Duration::from_secs(30));
+        // SAFETY: ends the child without running the parent's destructors.
+        unsafe { libc::_exit(0) };
+    }
+    while !go.exists() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    heap.close().unwrap();
+    // The child still lives; a new handle (its own open file description) can write.
+    let again =
+        Heap::open(&path, Options { lock_timeout: Some(Duration::from_secs(5)), ..Options::default() })
+            .unwrap();
+    let got = again.write().map(|mut w| {
+        w.set(&[k("x")], &Input::Int(2)).unwrap();
+        w.commit().unwrap()
+    });
+    // SAFETY: ends and reaps the child forked above.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+    got.expect("the writer lock was free once the parent closed");
+    again.close().unwrap();
+}

@@ -27,6 +27,11 @@ pub const SLOTS: usize = ((TABLE_LEN - HEAD) / SLOT) as usize;
 
 // Header fields.
 const H_HIGH: u64 = 16; // u64: slots below this index have ever been claimed
+const H_WANT: u64 = 24; // u64: when a process last asked for the writer lock (ms, CLOCK_MONOTONIC), 0 never
+
+/// How long a request for the writer lock counts without being renewed: a waiting process
+/// renews it every few milliseconds, so one that gave up or died stops counting soon.
+const WANT_FRESH_MS: u64 = 250;
 
 // Slot fields.
 const S_PID: u64 = 0; // u64 pid of the owner, 0 when free
@@ -123,6 +128,24 @@ impl LockTable {
         // `self`, which the returned reference borrows; and every process touches these
         // bytes only through atomics, so no plain access races with them.
         unsafe { &*(self.map.as_ptr().add(off as usize) as *const AtomicU64) }
+    }
+
+    /// Says that this process waits for the writer lock: the holder hands the writer's role
+    /// over at the end of its transaction, or at once if it is between transactions.
+    /// Renewed while waiting; see [`writer_wanted`](Self::writer_wanted).
+    pub fn want_writer(&self) {
+        self.word(H_WANT).store(os::monotonic_ms().max(1), Ordering::SeqCst);
+    }
+
+    /// Whether some process asked for the writer lock within the last `WANT_FRESH_MS`.
+    pub fn writer_wanted(&self) -> bool {
+        let t = self.word(H_WANT).load(Ordering::SeqCst);
+        t != 0 && os::monotonic_ms().saturating_sub(t) < WANT_FRESH_MS
+    }
+
+    /// Withdraws the request (its process got the lock); another waiter renews its own.
+    pub fn writer_got(&self) {
+        self.word(H_WANT).store(0, Ordering::SeqCst);
     }
 
     /// Claims a free slot for process `pid` (started at `start`); returns its index.

@@ -7,7 +7,7 @@ mod os;
 
 pub use locktable::{process_start, table_path, LockTable, SlotInfo, SLOTS};
 pub use map::{Access, OutOfBounds, ReadMap, Region, View};
-pub use os::{page_size, resident_in_mappings};
+pub use os::{page_size, pid, resident_in_mappings};
 
 /// Hints the processor to start loading the cache line at `off` of `mem`, so that the
 /// miss overlaps other work. Out-of-range offsets are ignored; this never faults.
