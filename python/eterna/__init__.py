@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import weakref
 from collections.abc import Iterator, MutableMapping, MutableSequence, MutableSet
 from typing import Any
 
@@ -90,19 +91,30 @@ def _plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return (_names.get(cls, cls.__qualname__), [(f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj)])
     if cls in _names:
-        return (_names[cls], list(vars(obj).items()))
+        return (_names[cls], _attributes(obj))
     return None
 
 
+def _attributes(obj: Any) -> list[tuple[str, Any]]:
+    """The instance attributes of `obj`: its `__dict__` and any `__slots__` it fills."""
+    items = list(getattr(obj, "__dict__", {}).items())
+    for cls in type(obj).__mro__:
+        for name in getattr(cls, "__slots__", ()):
+            if name not in ("__dict__", "__weakref__") and hasattr(obj, name):
+                items.append((name, getattr(obj, name)))
+    return items
+
+
 def _build(type_name: str, fields: list[tuple[str, Any]]) -> Any:
-    """Rebuilds a record read back by `unwrap`: into its registered class, else `Detached`."""
+    """Rebuilds a record read back by `unwrap`: into its registered class (without running
+    its `__init__`: its fields are set as they were stored, frozen dataclasses and
+    `__slots__` included), else `Detached`."""
     cls = _classes.get(type_name)
     if cls is None:
         return Detached(type_name, dict(fields))
-    if dataclasses.is_dataclass(cls):
-        return cls(**dict(fields))
     obj = cls.__new__(cls)
-    obj.__dict__.update(fields)
+    for name, value in fields:
+        object.__setattr__(obj, name, value)
     return obj
 
 
@@ -176,6 +188,37 @@ class _Proxy(_eterna.Proxy):
     def _unwrap(self) -> Any:
         return self._read(lambda h: h.unwrap(self._path, _build))
 
+    def _atomically(self, fn):
+        """Runs `fn` on this container as one transaction: the running one, or outside a
+        `with` block a new one, committed when `fn` returns and rolled back if it raises."""
+        if self._h is not None:
+            if isinstance(self._h, _eterna.Snap):
+                raise ReadOnlyError("a snapshot is read-only; change the data in db.transaction()")
+            return fn(self)
+        def run(h):
+            result = fn(type(self)(self._db, h, self._path))
+            if isinstance(result, _Proxy) and result._h is h:
+                # A container read in the transaction: outside it, a proxy of the latest state.
+                result = type(result)(self._db, None, result._path)
+            return result
+        return self._write(run)
+
+    def copy(self) -> Any:
+        """A detached copy (a plain dict, list or set; records rebuilt as `unwrap` does)."""
+        return self._unwrap()
+
+    def __copy__(self) -> Any:
+        return self._unwrap()
+
+    def __deepcopy__(self, memo: dict) -> Any:
+        return self._unwrap()
+
+    def __reduce__(self):
+        raise TypeError(
+            f"cannot pickle an eterna.{type(self).__name__}: it is a view of a heap file; "
+            "pickle eterna.unwrap(value) for a detached copy"
+        )
+
     def _len(self) -> int:
         return self._read(lambda h: h.len(self._path), one=True)
 
@@ -223,6 +266,18 @@ class Dict(_Proxy, MutableMapping):
             h.delete(self._path + (key,))
             return key, value
         return self._write(op)
+
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:
+        """`dict.update`, as one transaction."""
+        self._atomically(lambda d: MutableMapping.update(d, other, **kwargs))
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        """`dict.setdefault`, as one transaction."""
+        return self._atomically(lambda d: MutableMapping.setdefault(d, key, default))
+
+    def clear(self) -> None:
+        """Removes every entry, as one transaction."""
+        self._atomically(lambda d: d._h.set(d._path, {}, _plain))
 
     def _getitem(self, key: Any) -> Any:
         # `d[key]` outside a transaction or snapshot (the native base answers inside one).
@@ -342,6 +397,18 @@ class List(_Proxy, MutableSequence):
         values = list(values)
         self._write(lambda h: h.splice(self._path, h.len(self._path), 0, values, _plain))
 
+    def __iadd__(self, values: Any) -> List:
+        self.extend(values)
+        return self
+
+    def clear(self) -> None:
+        """Removes every item, as one transaction."""
+        self._write(lambda h: h.splice(self._path, 0, h.len(self._path), [], _plain))
+
+    def remove(self, value: Any) -> None:
+        """`list.remove`, as one transaction."""
+        self._atomically(lambda l: MutableSequence.remove(l, value))
+
     def sort(self, *, key: Any = None, reverse: bool = False) -> None:
         def op(h):
             items = h.unwrap(self._path, _build)
@@ -378,8 +445,33 @@ class Set(_Proxy, MutableSet):
     def __iter__(self) -> Iterator:
         return iter(self._read(lambda h: h.members(self._path)))
 
+    @classmethod
+    def _from_iterable(cls, items: Any) -> set:
+        # What `s | t`, `s & t`, `s - t` and `s ^ t` return: a plain set.
+        return set(items)
+
     def add(self, key: Any) -> None:
         self._write(lambda h: h.add(self._path, key))
+
+    def clear(self) -> None:
+        """Removes every element, as one transaction."""
+        self._write(lambda h: h.set(self._path, set(), _plain))
+
+    def __ior__(self, other: Any) -> Set:
+        self._atomically(lambda s: MutableSet.__ior__(s, other))
+        return self
+
+    def __iand__(self, other: Any) -> Set:
+        self._atomically(lambda s: MutableSet.__iand__(s, other))
+        return self
+
+    def __ixor__(self, other: Any) -> Set:
+        self._atomically(lambda s: MutableSet.__ixor__(s, other))
+        return self
+
+    def __isub__(self, other: Any) -> Set:
+        self._atomically(lambda s: MutableSet.__isub__(s, other))
+        return self
 
     def discard(self, key: Any) -> None:
         def op(h):
@@ -436,7 +528,7 @@ class Record(_Proxy):
 
 
 _KINDS = {"dict": Dict, "list": List, "set": Set, "record": Record}
-_eterna._register_proxies(Dict, List, Set, Record)
+_eterna._register_proxies(Dict, List, Set, Record, _build)
 
 
 class Database:
@@ -447,15 +539,26 @@ class Database:
         self.path = os.fspath(path)
         self._args = (readonly, sync, lock_timeout)
         self._pid = os.getpid()
+        self._closed = False
         self._db = _eterna.Db(self.path, readonly, sync, lock_timeout)
+        _open_databases.add(self)
 
     def _native(self) -> Any:
+        if self._closed:
+            raise Error(f"the database {self.path!r} is closed")
         # A child forked after open reopens the heap by path: it gets a reader slot and,
         # for writes, the writer lock of its own.
         if os.getpid() != self._pid:
             self._pid = os.getpid()
             self._db = _eterna.Db(self.path, *self._args)
         return self._db
+
+    def _forked(self) -> None:
+        # In a child right after fork: let go of the parent's writer lock at once (a child
+        # that kept it would stop every other process from writing for as long as it
+        # lives); the heap is reopened here at its next use.
+        if not self._closed and os.getpid() != self._pid:
+            self._db.after_fork()
 
     @property
     def root(self) -> Dict:
@@ -501,15 +604,37 @@ class Database:
         was done (`moved_blocks`, `moved_bytes`, `pools_evacuated`, `disk_after`, ...)."""
         return self._native().collect("compact")
 
+    def check(self) -> dict:
+        """`eterna check`: walks every object the committed state reaches and the side
+        metadata, writing nothing. Returns what it found (`objects`, `bytes`,
+        `unreachable_blocks`, ...); raises `CorruptionError` if the file is inconsistent."""
+        return self._native().check()
+
     def close(self) -> None:
-        """Publishes a clean state and releases the writer lock."""
+        """Publishes a clean state and releases the writer lock. Using the database (or its
+        proxies) afterwards raises `eterna.Error`; closing again does nothing."""
+        if self._closed:
+            return
         self._native().close()
+        self._closed = True
+        _open_databases.discard(self)
 
     def __enter__(self) -> Database:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+_open_databases: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for db in list(_open_databases):
+        db._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def open(path: str | os.PathLike, readonly: bool = False, sync: str = "commit",

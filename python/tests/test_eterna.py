@@ -109,8 +109,10 @@ def test_reads_agree_outside_in_a_transaction_and_in_a_snapshot(db):
     def reads(root):
         d = root["d"]
         got = [d["s"], d[1.0][2]["x"], sorted(d[(1, "t")]["inner"]), d["r"].foo, len(d),
-               len(d[1]), len(d["e"]), "s" in d, "nope" in d, [1] in d, 2 in d[1],
+               len(d[1]), len(d["e"]), "s" in d, "nope" in d, object() in d, 2 in d[1],
                3 in d[(1, "t")]["inner"], type(d[1]).__name__, type(d["r"]).__name__]
+        with pytest.raises(TypeError, match="unhashable"):
+            [1] in d
         with pytest.raises(KeyError) as e:
             d["nope"]
         assert e.value.args == ("nope",)
@@ -323,8 +325,7 @@ def test_readonly_and_errors(tmp_path):
 
 def test_forked_children_read_and_write(tmp_path):
     db = eterna.open(tmp_path / "heap")
-    db.root["data"] = {"greeting": "hello"}
-    db.close()
+    db.root["data"] = {"greeting": "hello"}    # this process holds the writer's role
     pid = os.fork()
     if pid == 0:
         code = 1
@@ -416,9 +417,10 @@ def test_a_second_writer_times_out(tmp_path):
         [sys.executable, "-c", textwrap.dedent(f"""
             import eterna, sys, time
             db = eterna.open({str(path)!r})
-            db.root["x"] = 1          # takes the writer lock until close
-            print("locked", flush=True)
-            time.sleep(60)
+            with db.transaction() as root:    # holds the writer lock while it runs
+                root["x"] = 1
+                print("locked", flush=True)
+                time.sleep(60)
         """)],
         stdout=subprocess.PIPE, text=True,
     )
@@ -427,7 +429,8 @@ def test_a_second_writer_times_out(tmp_path):
         other = eterna.open(path, lock_timeout=0.2)
         with pytest.raises(eterna.LockTimeout):
             other.root["y"] = 2
-        assert other.root["x"] == 1      # reading never waits
+        with pytest.raises(KeyError):
+            other.root["x"]              # reading never waits; the holder has not committed
     finally:
         holder.kill()
         holder.wait()
@@ -582,3 +585,212 @@ def test_reads_outside_a_transaction_see_the_last_commit_while_another_thread_wr
         release.set()
         t.join()
     assert db.root["k"] == 2
+
+
+# ----- found by an audit: fork, turns, nesting, atomic bulk changes, copies ---------------
+
+def test_a_transaction_open_across_fork_is_the_parents_alone(tmp_path):
+    db = eterna.open(tmp_path / "heap")
+    db.root["items"] = []
+    with db.transaction() as r:
+        r["items"] = [f"parent {i}" for i in range(2000)]
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                try:
+                    r["items"] = ["child"]
+                except eterna.Error as e:
+                    code = 0 if "fork" in str(e) else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert eterna.unwrap(db.root["items"]) == [f"parent {i}" for i in range(2000)]
+    db.close()
+    with eterna.open(tmp_path / "heap", readonly=True) as ro:
+        assert ro.check()["unreachable_blocks"] == 0
+
+
+def test_a_child_forked_after_a_write_writes_while_the_parent_keeps_the_heap(tmp_path):
+    db = eterna.open(tmp_path / "heap", lock_timeout=20)
+    db.root["parent"] = 1                  # the parent holds the writer's role, and keeps the heap
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            db.root["child"] = 2           # the parent hands the role over
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    db.root["parent"] = 3                  # and takes it back
+    assert eterna.unwrap(db.root) == {"parent": 3, "child": 2}
+    db.close()
+
+
+def test_two_processes_that_keep_the_heap_open_take_turns_writing(tmp_path):
+    path = tmp_path / "heap"
+    other = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import eterna, sys
+            db = eterna.open({str(path)!r}, lock_timeout=20)
+            for line in sys.stdin:           # one write per line, the heap open throughout
+                db.root[line.strip()] = "other"
+                print("wrote", flush=True)
+            db.close()
+        """)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        db = eterna.open(path, lock_timeout=20)
+        for i in range(5):
+            db.root[f"mine {i}"] = "me"
+            other.stdin.write(f"theirs {i}\n")
+            other.stdin.flush()
+            assert other.stdout.readline().strip() == "wrote"
+        other.stdin.close()
+        assert other.wait(30) == 0
+        assert sorted(eterna.unwrap(db.root)) == sorted([f"mine {i}" for i in range(5)] + [f"theirs {i}" for i in range(5)])
+        db.close()
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_nested_write_in_the_same_thread_is_an_error_not_a_hang(db):
+    with db.transaction() as root:
+        root["x"] = 1
+        with pytest.raises(eterna.Error, match="already in a write transaction"):
+            db.root["y"] = 2
+        with pytest.raises(eterna.Error, match="already in a write transaction"):
+            with db.transaction():
+                pass
+        with pytest.raises(eterna.Error, match="already in a write transaction"):
+            db.gc()
+        with pytest.raises(eterna.Error, match="already in a write transaction"):
+            db.close()
+        assert "blocks_live" in db.stats()
+    assert eterna.unwrap(db.root) == {"x": 1}
+
+
+def test_set_operators_return_plain_sets_and_in_place_ones_are_one_transaction(db):
+    db.root["s"] = {1, 2, 3}
+    s = db.root["s"]
+    assert s | {9} == {1, 2, 3, 9} and isinstance(s | {9}, set)
+    assert {9} | s == {1, 2, 3, 9}
+    assert s & {2, 3, 4} == {2, 3} and s - {1} == {2, 3} and s ^ {3, 4} == {1, 2, 4}
+    before = db.stats()["txn_id"]
+    s |= {4, 5, 6}
+    s -= {1}
+    assert db.stats()["txn_id"] == before + 2
+    assert set(db.root["s"]) == {2, 3, 4, 5, 6}
+    s.clear()
+    assert len(db.root["s"]) == 0
+
+
+def test_bulk_changes_outside_a_transaction_are_all_or_nothing(db):
+    db.root["d"] = {"a": 1}
+    d = db.root["d"]
+    with pytest.raises(TypeError, match="lambda|function"):
+        d.update({"p": 1, "q": lambda: 0})
+    assert eterna.unwrap(d) == {"a": 1}
+    before = db.stats()["txn_id"]
+    d.update({f"k{i}": i for i in range(100)})
+    d.clear()
+    assert db.stats()["txn_id"] == before + 2 and len(d) == 0
+    db.root["l"] = list(range(50))
+    before = db.stats()["txn_id"]
+    db.root["l"].clear()
+    assert db.stats()["txn_id"] == before + 1 and len(db.root["l"]) == 0
+    assert d.setdefault("n", [1]) == [1]                      # inserted: the default itself
+    got = d.setdefault("n", [2])
+    assert isinstance(got, eterna.List) and list(got) == [1]   # a proxy of the latest state
+
+
+def test_values_holding_a_proxy_of_the_same_transaction_store_a_copy(db):
+    db.root["a"] = {"x": [1, 2]}
+    db.root["L"] = []
+    with db.transaction() as r:
+        r["L"].append(r["a"])
+        r["L"].extend(r["L"])
+        r["c"] = [r["a"], {"k": r["a"]["x"]}]
+    assert eterna.unwrap(db.root["L"]) == [{"x": [1, 2]}, {"x": [1, 2]}]
+    assert eterna.unwrap(db.root["c"]) == [{"x": [1, 2]}, {"k": [1, 2]}]
+    db.root["a"]["x"].append(3)
+    assert eterna.unwrap(db.root["c"]) == [{"x": [1, 2]}, {"k": [1, 2]}]
+
+
+@dataclasses.dataclass
+class WithDerived:
+    a: int
+    b: int = dataclasses.field(init=False, default=0)
+
+    def __post_init__(self):
+        self.b = self.a * 2
+
+
+class Slotted:
+    __slots__ = ("u", "v")
+
+    def __init__(self, u, v):
+        self.u, self.v = u, v
+
+    def __eq__(self, other):
+        return type(other) is Slotted and (self.u, self.v) == (other.u, other.v)
+
+
+eterna.register(WithDerived)
+eterna.register(Slotted)
+
+
+def test_records_in_tuples_and_unusual_registered_classes_come_back(db):
+    w = WithDerived(a=5)
+    w.b = 99                                   # not what __post_init__ would compute
+    db.root["t"] = (Frob(foo=1, bar=2), Slotted(1, "x"), w, 7)
+    t = db.root["t"]
+    assert isinstance(t, tuple) and t[0] == Frob(foo=1, bar=2) and t[1] == Slotted(1, "x")
+    assert t[2].a == 5 and t[2].b == 99 and t[3] == 7
+    assert eterna.unwrap(db.root["t"]) == t
+    db.root["again"] = t                       # what came back stores again
+    assert db.root["again"][1] == Slotted(1, "x")
+    back = eterna.unwrap(db.root["t"])[2]
+    assert (back.a, back.b) == (5, 99)
+
+
+def test_proxies_copy_detached_and_refuse_pickling(db):
+    import copy
+    import pickle
+    db.root["d"] = {"x": [1]}
+    d = db.root["d"]
+    for c in (copy.copy(d), copy.deepcopy(d), d.copy()):
+        assert c == {"x": [1]} and type(c) is dict
+        c["x"].append(2)
+    assert eterna.unwrap(d) == {"x": [1]}
+    with pytest.raises(TypeError, match="unwrap"):
+        pickle.dumps(d)
+
+
+def test_a_closed_database_refuses_use(tmp_path):
+    db = eterna.open(tmp_path / "heap")
+    db.root["x"] = 1
+    d = db.root
+    db.close()
+    db.close()                                 # closing twice does nothing
+    with pytest.raises(eterna.Error, match="closed"):
+        db.root["x"]
+    with pytest.raises(eterna.Error, match="closed"):
+        d["y"] = 2
+    with eterna.open(tmp_path / "heap") as again:
+        assert eterna.unwrap(again.root) == {"x": 1}
+
+
+def test_key_errors_say_what_is_wrong(db):
+    db.root["d"] = {}
+    with pytest.raises(TypeError, match="unhashable type: 'list'"):
+        db.root["d"][[1]] = 1
+    with pytest.raises(TypeError, match="'object' cannot be used as a key"):
+        db.root["d"][object()] = 1
+    assert type(db._db).__module__ == "eterna._eterna"
+    assert eterna.ReadOnlyError.__module__ == "eterna"

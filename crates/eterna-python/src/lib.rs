@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::thread::ThreadId;
 use std::time::Duration;
 
-pyo3::create_exception!(_eterna, Error, PyException, "Base class of eterna's errors.");
-pyo3::create_exception!(_eterna, CorruptionError, Error, "The heap file is inconsistent.");
-pyo3::create_exception!(_eterna, LockTimeout, Error, "Another process held the writer lock too long.");
-pyo3::create_exception!(_eterna, ReadOnlyError, Error, "The heap was opened read-only.");
+pyo3::create_exception!(eterna, Error, PyException, "Base class of eterna's errors.");
+pyo3::create_exception!(eterna, CorruptionError, Error, "The heap file is inconsistent.");
+pyo3::create_exception!(eterna, LockTimeout, Error, "Another process held the writer lock too long.");
+pyo3::create_exception!(eterna, ReadOnlyError, Error, "The heap was opened read-only.");
 
 /// Python's exception for a core error.
 fn err(e: TxnError) -> PyErr {
@@ -103,7 +103,24 @@ fn key_owned(obj: &Bound<'_, PyAny>, at: &str) -> PyResult<Key<'static>> {
     if let Ok(f) = obj.cast::<PyFrozenSet>() {
         return f.iter().map(|x| key_owned(&x, at)).collect::<PyResult<Vec<_>>>().map(Key::FrozenSet);
     }
-    Err(PyTypeError::new_err(format!("unhashable type: '{}' at {at}", type_name(obj))))
+    if obj.hash().is_err() {
+        return Err(PyTypeError::new_err(format!("unhashable type: '{}' (as {at})", type_name(obj))));
+    }
+    Err(PyTypeError::new_err(format!(
+        "a '{}' cannot be used as {at}: keys in the heap are None, bool, int, float, str, bytes, \
+         and tuples and frozensets of these",
+        type_name(obj)
+    )))
+}
+
+/// The key `key in container` looks for: `None` when no key in the heap can equal it (a
+/// hashable object of another type: simply not there); unhashable is a `TypeError`, as
+/// Python's own `in` raises.
+fn member_key<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<Option<Key<'a>>> {
+    match key_of(key, "a key") {
+        Ok(k) => Ok(Some(k)),
+        Err(e) => key.hash().map(|_| None).map_err(|_| e),
+    }
 }
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
@@ -120,7 +137,7 @@ fn int_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
 }
 
 fn path_of(path: &Bound<'_, PyTuple>) -> PyResult<Vec<Key<'static>>> {
-    path.iter().map(|k| key_owned(&k, "a path")).collect()
+    path.iter().map(|k| key_owned(&k, "a key in a path")).collect()
 }
 
 /// Containers nested deeper than this are refused (as Python's own recursion limit would):
@@ -317,7 +334,7 @@ fn input_of<'py>(
 }
 
 /// A container's kind, returned instead of its contents: the Python layer makes a proxy.
-#[pyclass(frozen)]
+#[pyclass(frozen, module = "eterna._eterna")]
 struct Nested {
     #[pyo3(get)]
     kind: &'static str,
@@ -415,16 +432,24 @@ fn to_py_at<'py>(
                 PySet::new(py, items.iter())?.into_any()
             }
         },
-        Value::Record(r) => match deep {
-            Some(build) if !build.is_none() => {
-                let fields = PyList::empty(py);
-                for (k, v) in r.fields().map_err(corrupt)? {
-                    fields.append((k.as_str(), to_py(py, &v, deep)?))?;
+        Value::Record(r) => {
+            // Inside a tuple (`deep` is None there) a record comes back detached, built by
+            // the registered builder, as the tuple around it is.
+            let registered = match deep {
+                Some(b) if b.is_none() => KINDS.get(py).map(|k| k[4].bind(py).clone()),
+                _ => None,
+            };
+            match registered.as_ref().or(deep.filter(|b| !b.is_none())) {
+                Some(build) => {
+                    let fields = PyList::empty(py);
+                    for (k, v) in r.fields().map_err(corrupt)? {
+                        fields.append((k.as_str(), to_py(py, &v, Some(build))?))?;
+                    }
+                    build.call1((r.type_name().map_err(corrupt)?.as_str(), fields))?
                 }
-                build.call1((r.type_name().map_err(corrupt)?.as_str(), fields))?
+                None => nested("record", r.offset())?,
             }
-            _ => nested("record", r.offset())?,
-        },
+        }
     })
 }
 
@@ -518,9 +543,9 @@ macro_rules! reads {
             /// Whether `key` is in the dict or set at `path`.
             fn contains(&self, path: &Bound<'_, PyTuple>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
                 let p = path_of(path)?;
-                let k = match key_of(key, "a lookup") {
-                    Ok(k) => k,
-                    Err(_) => return Ok(false),
+                let k = match member_key(key)? {
+                    Some(k) => k,
+                    None => return Ok(false),
                 };
                 match self.txn()?.get(&p).map_err(err)? {
                     Some(Value::Dict(d)) => Ok(d.get(&k).map_err(corrupt)?.is_some()),
@@ -547,7 +572,7 @@ struct SameThread<T>(T);
 unsafe impl<T> Send for SameThread<T> {}
 
 /// An open heap.
-#[pyclass(frozen)]
+#[pyclass(frozen, module = "eterna._eterna")]
 struct Db {
     heap: Arc<Heap>, // shared with every snapshot and transaction it began
 }
@@ -689,6 +714,30 @@ impl Db {
         Ok(d)
     }
 
+    /// `eterna check`: walks the committed state and the allocator's metadata without
+    /// writing; raises `CorruptionError` naming the first inconsistency.
+    fn check<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let path = self.heap.path().to_path_buf();
+        let report = py.detach(|| eterna::check::check(&path)).map_err(|e| match e {
+            eterna::check::CheckError::Io(e) => PyErr::from(e),
+            other => CorruptionError::new_err(other.to_string()),
+        })?;
+        let d = PyDict::new(py);
+        d.set_item("txn_id", report.txn_id)?;
+        d.set_item("objects", report.objects)?;
+        d.set_item("bytes", report.bytes)?;
+        d.set_item("unreachable_blocks", report.unreachable_blocks)?;
+        d.set_item("unreachable_bytes", report.unreachable_bytes)?;
+        d.set_item("interrupted", report.interrupted)?;
+        Ok(d)
+    }
+
+    /// In a child right after `fork`: closes the child's copy of the parent's writer lock
+    /// (the heap stays readable; the Python layer opens its own for writing).
+    fn after_fork(&self) {
+        self.heap.after_fork();
+    }
+
     /// Publishes a clean state and releases the writer lock and the reader slot.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         py.detach(|| self.heap.shutdown()).map_err(err)
@@ -696,7 +745,7 @@ impl Db {
 }
 
 /// A snapshot: any thread may read through it.
-#[pyclass]
+#[pyclass(module = "eterna._eterna")]
 struct Snap {
     txn: Option<ReadTxn<'static>>, // dropped before `_heap`
     _heap: Arc<Heap>,
@@ -713,7 +762,7 @@ impl Snap {
 fn member<'t>(v: &Value<'t>, key: &Bound<'_, PyAny>) -> PyResult<Option<Value<'t>>> {
     let index = || -> PyResult<i64> { key.extract::<i64>() };
     Ok(match v {
-        Value::Dict(d) => match key_of(key, "a lookup") {
+        Value::Dict(d) => match key_of(key, "a key") {
             Ok(k) => d.get(&k).map_err(corrupt)?,
             Err(e) => return Err(e),
         },
@@ -801,15 +850,24 @@ reads!(Snap, {
     }
 });
 
-/// The proxy classes (`eterna.Dict`, `List`, `Set`, `Record`), by kind, which the Python
-/// package registers when it is imported.
-static KINDS: pyo3::sync::PyOnceLock<[Py<PyAny>; 4]> = pyo3::sync::PyOnceLock::new();
+/// The proxy classes (`eterna.Dict`, `List`, `Set`, `Record`), by kind, and the function
+/// that rebuilds a record detached from the heap, which the Python package registers when
+/// it is imported.
+static KINDS: pyo3::sync::PyOnceLock<[Py<PyAny>; 5]> = pyo3::sync::PyOnceLock::new();
 
-/// Registers the proxy classes that containers read back are wrapped in.
+/// Registers the proxy classes that containers read back are wrapped in, and the record
+/// builder for records inside tuples (which come back detached, like the tuple).
 #[pyfunction]
-fn _register_proxies(py: Python<'_>, dict: Py<PyAny>, list: Py<PyAny>, set: Py<PyAny>, record: Py<PyAny>) {
+fn _register_proxies(
+    py: Python<'_>,
+    dict: Py<PyAny>,
+    list: Py<PyAny>,
+    set: Py<PyAny>,
+    record: Py<PyAny>,
+    build: Py<PyAny>,
+) {
     // A second import (in a subinterpreter, say) keeps the first registration.
-    let _ = KINDS.set(py, [dict, list, set, record]);
+    let _ = KINDS.set(py, [dict, list, set, record, build]);
 }
 
 /// The base of the Python proxies: where a container is. `h` is the transaction or snapshot
@@ -883,14 +941,14 @@ impl Proxy {
             let Value::Dict(d) = c else {
                 return slf.call_method1("_getitem", (key,));
             };
-            return match d.get(&key_of(key, "a lookup")?).map_err(corrupt)? {
+            return match d.get(&key_of(key, "a key")?).map_err(corrupt)? {
                 Some(v) => me.wrap_value(to_py(py, &v, None)?, key),
                 None => Err(PyKeyError::new_err(key.clone().unbind())),
             };
         }
         if let Ok(txn) = h.cast::<Txn>() {
             let mut p = path_of(me.path.bind(py))?;
-            p.push(key_owned(key, "a lookup")?);
+            p.push(key_owned(key, "a key")?);
             let txn = txn.try_borrow()?;
             let found = txn.txn()?.get(&p).map_err(err);
             return match found {
@@ -908,9 +966,8 @@ impl Proxy {
         let py = slf.py();
         let me = slf.get();
         if let (Some(off), Ok(snap)) = (me.off, me.h.bind(py).cast::<Snap>()) {
-            let k = match key_of(key, "a lookup") {
-                Ok(k) => k,
-                Err(_) => return Ok(false), // unhashable: never a member
+            let Some(k) = member_key(key)? else {
+                return Ok(false);
             };
             match snap.try_borrow()?.txn()?.container_at(off).map_err(err)? {
                 Value::Dict(d) => return Ok(d.get(&k).map_err(corrupt)?.is_some()),
@@ -935,7 +992,7 @@ impl Proxy {
 /// The write transaction. It holds this process's writer mutex, which only the thread that
 /// locked it may unlock, so only that thread may use or end it: another thread gets an
 /// `eterna.Error` (not a panic, as an `unsendable` class would give).
-#[pyclass]
+#[pyclass(module = "eterna._eterna")]
 struct Txn {
     txn: Option<WriteTxn<'static>>, // dropped before `_heap`
     _heap: Arc<Heap>,
@@ -994,15 +1051,17 @@ reads!(Txn, {
     /// Stores `value` at `path`; `records` turns anything else into a plain value, a
     /// record `(type name, [(field, value)])`, or None (unsupported).
     fn set(
-        &mut self,
+        slf: &Bound<'_, Self>,
         path: &Bound<'_, PyTuple>,
         value: &Bound<'_, PyAny>,
         records: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let p = path_of(path)?;
         let mut at = At::new(&p);
+        // Converted before the transaction is borrowed: `records` may read a proxy of this
+        // same transaction (a value that holds one is stored as a copy of it).
         let input = input_of(value, &mut at, records)?;
-        self.txn_mut()?.set(&p, &input).map_err(err)
+        slf.try_borrow_mut()?.txn_mut()?.set(&p, &input).map_err(err)
     }
 
     /// Stores at `dst` the value at `src` of this transaction, by reference.
@@ -1021,7 +1080,7 @@ reads!(Txn, {
 
     /// Replaces `count` items of the list at `path` from `start` with `values`.
     fn splice(
-        &mut self,
+        slf: &Bound<'_, Self>,
         path: &Bound<'_, PyTuple>,
         start: u64,
         count: u64,
@@ -1030,8 +1089,15 @@ reads!(Txn, {
     ) -> PyResult<()> {
         let p = path_of(path)?;
         let mut at = At::new(&p);
-        let items = values.iter().map(|v| input_of(&v, &mut at, records)).collect::<PyResult<Vec<_>>>()?;
-        self.txn_mut()?.splice(&p, start, count, &items).map_err(err)
+        let mut items = Vec::with_capacity(values.len());
+        for (i, v) in values.iter().enumerate() {
+            at.segs.push(Seg::Index(start as usize + i));
+            let item = input_of(&v, &mut at, records);
+            at.segs.pop();
+            items.push(item?);
+        }
+        // As in `set`: converted before the transaction is borrowed.
+        slf.try_borrow_mut()?.txn_mut()?.splice(&p, start, count, &items).map_err(err)
     }
 
     /// Adds `key` to the set at `path`.
