@@ -794,3 +794,56 @@ def test_key_errors_say_what_is_wrong(db):
         db.root["d"][object()] = 1
     assert type(db._db).__module__ == "eterna._eterna"
     assert eterna.ReadOnlyError.__module__ == "eterna"
+
+
+def test_extended_slices_sort_with_a_key_and_the_sync_modes(tmp_path):
+    for sync in ("commit", "full", "none"):
+        with eterna.open(tmp_path / f"heap-{sync}", sync=sync) as db:
+            db.root["l"] = list(range(10))
+            l = db.root["l"]
+            model = list(range(10))
+            l[::3] = ["a", "b", "c", "d"]
+            model[::3] = ["a", "b", "c", "d"]
+            with pytest.raises(ValueError):
+                l[::2] = [1, 2]                     # wrong length, as list raises
+            del l[8:1:-2]
+            del model[8:1:-2]
+            assert eterna.unwrap(l) == model and l[::-1] == model[::-1]
+            l.sort(key=str, reverse=True)
+            model.sort(key=str, reverse=True)
+            assert eterna.unwrap(l) == model
+        with eterna.open(tmp_path / f"heap-{sync}", readonly=True) as db:
+            assert eterna.unwrap(db.root["l"]) == model
+
+
+def test_proxies_of_an_ended_transaction_or_snapshot_refuse_use(db):
+    db.root["d"] = {"x": 1}
+    with db.transaction() as root:
+        kept_txn = root["d"]
+    with db.snapshot() as root:
+        kept_snap = root["d"]
+    with pytest.raises(eterna.Error, match="ended"):
+        kept_txn["x"]
+    with pytest.raises(eterna.Error, match="ended"):
+        kept_txn["y"] = 2
+    with pytest.raises(eterna.Error, match="ended"):
+        len(kept_snap)
+    assert eterna.unwrap(db.root["d"]) == {"x": 1}
+
+
+def test_an_unregistered_record_comes_back_detached(tmp_path):
+    path = tmp_path / "heap"
+    with eterna.open(path) as db:
+        db.root["r"] = Frob(foo=1, bar=2)
+    # A new process that never registered (nor defined) Frob.
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import eterna
+            with eterna.open({str(path)!r}, readonly=True) as db:
+                r = eterna.unwrap(db.root["r"])
+                print(type(r).__name__, r.type_name, r.foo, r.bar, repr(r))
+        """)],
+        capture_output=True, text=True, check=True,
+    )
+    assert out.stdout.split()[:4] == ["Detached", "Frob", "1", "2"]
+    assert "Frob(foo=1, bar=2)" in out.stdout
