@@ -133,6 +133,29 @@ struct Failure {
     message: String,
 }
 
+impl Failure {
+    /// A failed write to stdout. A closed pipe (the reader, say `head`, has all it wanted)
+    /// ends the command quietly with exit 0, as if killed by SIGPIPE; anything else (a
+    /// full disk behind a redirect) is an I/O error.
+    fn stdout(e: std::io::Error) -> Failure {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Failure { code: 0, message: String::new() }
+        } else {
+            Failure { code: 2, message: format!("cannot write to standard output: {e}") }
+        }
+    }
+}
+
+/// `println!` that returns a [`Failure`] instead of panicking when stdout is closed or
+/// fails; use it with `?` for everything a command prints.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*).map_err($crate::Failure::stdout)
+    }};
+}
+pub(crate) use outln;
+
 impl<E: std::fmt::Display> From<E> for Failure {
     fn from(e: E) -> Failure {
         Failure { code: 2, message: e.to_string() }
@@ -154,10 +177,19 @@ fn main() -> ExitCode {
         Command::Demo { n, readers, dir } => demo::run(n, readers, dir),
         Command::DemoChild { role, path } => demo::child(&role, &path),
     };
+    // What is still buffered goes out now, so that a failure to write it is reported.
+    let result = result.and_then(|()| {
+        use std::io::Write as _;
+        std::io::stdout().flush().map_err(Failure::stdout)
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("eterna: {}", f.message);
+            if !f.message.is_empty() {
+                use std::io::Write as _;
+                // Nothing is left to tell a closed stderr.
+                let _ = writeln!(std::io::stderr(), "eterna: {}", f.message);
+            }
             ExitCode::from(f.code)
         }
     }
@@ -167,33 +199,34 @@ fn stats(path: PathBuf, json: bool) -> Result<(), Failure> {
     let heap = Heap::open(&path, Options { readonly: true, ..Options::default() })?;
     let s = heap.stats()?;
     if json {
-        println!("{}", s.to_json());
+        outln!("{}", s.to_json())?;
     } else {
-        print_stats(&s);
+        print_stats(&s)?;
     }
     Ok(())
 }
 
 /// The counters as a table, then one line per size class in use.
-pub fn print_stats(s: &Stats) {
+fn print_stats(s: &Stats) -> Result<(), Failure> {
     for (name, v) in s.counters() {
-        println!("{name:<24} {v:>16}");
+        outln!("{name:<24} {v:>16}")?;
     }
     for (pid, txn) in &s.reader_list {
-        println!("reader: process {pid} pins transaction {txn}");
+        outln!("reader: process {pid} pins transaction {txn}")?;
     }
     if !s.size_classes.is_empty() {
-        println!("\n{:>6} {:>8} {:>12} {:>12}", "size", "pools", "blocks_live", "blocks_free");
+        outln!("\n{:>6} {:>8} {:>12} {:>12}", "size", "pools", "blocks_live", "blocks_free")?;
         for c in &s.size_classes {
-            println!("{:>6} {:>8} {:>12} {:>12}", c.size, c.pools, c.blocks_live, c.blocks_free);
+            outln!("{:>6} {:>8} {:>12} {:>12}", c.size, c.pools, c.blocks_live, c.blocks_free)?;
         }
     }
+    Ok(())
 }
 
 fn check(path: PathBuf) -> Result<(), Failure> {
     match eterna::check::check(&path) {
         Ok(r) => {
-            println!(
+            outln!(
                 "{}: consistent: transaction {}, {} objects ({} bytes) reachable, {} unreachable blocks ({} bytes){}",
                 path.display(),
                 r.txn_id,
@@ -206,7 +239,7 @@ fn check(path: PathBuf) -> Result<(), Failure> {
                 } else {
                     ""
                 }
-            );
+            )?;
             Ok(())
         }
         Err(eterna::check::CheckError::Io(e)) => Err(e.into()),
@@ -246,7 +279,7 @@ fn get(path: PathBuf, keys: Vec<String>) -> Result<(), Failure> {
     let p = resolve(|p| Ok(is_sequence(r.get(p)?)), &keys)?;
     match r.get(&p).map_err(txn_failure)? {
         Some(v) => {
-            println!("{}", json::to_json(&v).map_err(txn_failure)?);
+            outln!("{}", json::to_json(&v).map_err(txn_failure)?)?;
             Ok(())
         }
         None => Err(Failure { code: 2, message: format!("{} not found", eterna::txn::render_path(&p)) }),
@@ -302,11 +335,11 @@ fn collect(path: PathBuf, compact: bool, json: bool, options: Options) -> Result
     bar.finish_and_clear();
     heap.close().map_err(txn_failure)?;
     if json {
-        println!("{}", r.to_json());
+        outln!("{}", r.to_json())?;
         return Ok(());
     }
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
-    println!(
+    outln!(
         "{}: {} in {:.2} s (marking {:.2} s): {} objects ({:.1} MiB) reachable",
         path.display(),
         if compact { "compacted" } else { "collected" },
@@ -314,22 +347,22 @@ fn collect(path: PathBuf, compact: bool, json: bool, options: Options) -> Result
         r.trace_seconds,
         r.objects_traced,
         mib(r.bytes_traced),
-    );
-    println!(
+    )?;
+    outln!(
         "  garbage freed: {} blocks ({:.1} MiB), {} shared entries dropped",
         r.garbage_blocks,
         mib(r.garbage_bytes),
         r.shared_dropped
-    );
+    )?;
     if compact {
-        println!(
+        outln!(
             "  moved: {} objects ({:.1} MiB) out of {} sparse pools",
             r.moved_blocks,
             mib(r.moved_bytes),
             r.pools_evacuated
-        );
+        )?;
     }
-    println!(
+    outln!(
         "  disk: {:.1} MiB -> {:.1} MiB{}",
         mib(r.disk_before),
         mib(r.disk_after),
@@ -341,7 +374,7 @@ fn collect(path: PathBuf, compact: bool, json: bool, options: Options) -> Result
         } else {
             String::new()
         }
-    );
+    )?;
     Ok(())
 }
 
@@ -352,9 +385,9 @@ fn bench(workload: Workload) -> Result<(), Failure> {
             let path = path.unwrap_or_else(|| dir.path().join("fragmentation.eterna"));
             let r = frag::run_eterna(pattern.into(), n, &path)?;
             if json {
-                println!("{r}");
+                outln!("{r}")?;
             } else {
-                println!(
+                outln!(
                     "fragmentation {}: n {} kept {}; disk returned {:.1} %, arenas reclaimed {:.1} %, \
                      RSS returned {:.1} %",
                     r["pattern"].as_str().unwrap_or(""),
@@ -363,7 +396,7 @@ fn bench(workload: Workload) -> Result<(), Failure> {
                     r["disk_returned_pct"].as_f64().unwrap_or(0.0),
                     r["arenas_reclaimed_pct"].as_f64().unwrap_or(0.0),
                     r["rss_returned_pct"].as_f64().unwrap_or(0.0),
-                );
+                )?;
             }
             Ok(())
         }

@@ -248,3 +248,48 @@ fn writing_commands_give_up_on_a_held_writer_lock() {
     assert!(eterna(&["--wait", "0.2", "set", p, "k", "3"]).status.success());
     assert_eq!(String::from_utf8_lossy(&eterna(&["get", p, "k"]).stdout).trim(), "3");
 }
+
+/// Runs eterna with its stdout a pipe whose reading end is already closed (`| head` that
+/// has all it wanted): the command must end quietly, not panic.
+fn eterna_closed_stdout(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eterna"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_closed_stdout_ends_every_printing_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heap");
+    let p = path.to_str().unwrap();
+    // More than a pipe holds, so that the writes cannot all land in its buffer.
+    let items: Vec<String> = (0..15_000).map(|i| i.to_string()).collect();
+    for k in ["l", "m", "n"] {
+        assert!(eterna(&["set", p, k, &format!("[{}]", items.join(","))]).status.success());
+    }
+    for args in [
+        vec!["dump", p],
+        vec!["get", p, "l"],
+        vec!["stats", p],
+        vec!["stats", p, "--json"],
+        vec!["check", p],
+        vec!["gc", p],
+        vec!["compact", p, "--json"],
+    ] {
+        let out = eterna_closed_stdout(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{args:?}: {err}");
+    }
+    // A stdout that fails otherwise is an I/O error, said once.
+    if let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") {
+        let out = Command::new(env!("CARGO_BIN_EXE_eterna")).args(["dump", p]).stdout(full).output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("cannot write to standard output"));
+    }
+}
