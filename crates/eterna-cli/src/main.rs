@@ -3,9 +3,10 @@
 mod demo;
 mod json;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use eterna::{Heap, Key, Options, Stats, TxnError, Value};
 use eterna_bench::frag::{self, Pattern};
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -36,19 +37,27 @@ enum Command {
     },
     /// Check a heap file: exit 0 if consistent, 1 if corruption is found, 2 on usage or I/O errors.
     Check { path: PathBuf },
-    /// Print root[KEY1][KEY2]... as JSON (list indices are numbers).
-    Get { path: PathBuf, keys: Vec<String> },
+    /// Print root[KEY1][KEY2]... as JSON (list indices are numbers, -1 the last item).
+    Get {
+        path: PathBuf,
+        /// Keys. One may start with '-' (`-1`, `-x`); one spelled like an option
+        /// (`--wait`, `-h`) goes after `--`.
+        keys: Vec<String>,
+    },
     /// Set root[KEY1]...[KEYn] = JSON in one committed transaction; creates the heap and
     /// missing dicts along the way.
     Set {
         path: PathBuf,
-        /// Keys, then the JSON value.
+        /// Keys, then the JSON value. Either may start with '-' (`-1`, `-x`); a key
+        /// spelled like an option (`--wait`, `-h`) goes after `--`.
         #[arg(required = true, num_args = 2..)]
         args: Vec<String>,
     },
     /// Delete root[KEY1]...[KEYn] in one committed transaction.
     Del {
         path: PathBuf,
+        /// Keys. One may start with '-' (`-1`, `-x`); one spelled like an option
+        /// (`--wait`, `-h`) goes after `--`.
         #[arg(required = true)]
         keys: Vec<String>,
     },
@@ -162,8 +171,73 @@ impl<E: std::fmt::Display> From<E> for Failure {
     }
 }
 
+/// The commands whose KEY and JSON arguments may start with '-' (see [`hyphen_values`]).
+const HYPHEN_VALUES: [&str; 3] = ["get", "set", "del"];
+
+/// Rewrites the arguments of `get`, `set` and `del` so that a KEY or JSON argument may
+/// start with '-' (the list index `-1`, the number `-5`, the key `-x`) while the real
+/// options still work anywhere on the line: the options are moved before a `--` and every
+/// other argument after it. clap's `allow_hyphen_values` cannot do this: after the first
+/// KEY it takes `--wait 5`, `--help` and `--` for keys too, so `set F K 1 --wait 5` would
+/// write to root["K"]["1"]["--wait"]. A long option the command does not have (`--wiat`)
+/// stays an option for clap to reject, so that a typo does not become a key; after a
+/// `--` of the user's, everything is a value.
+fn hyphen_values(args: Vec<OsString>) -> Vec<OsString> {
+    let mut cli = Cli::command();
+    cli.build();
+    // The global options before the command, which one they name, and what follows it.
+    let mut i = 1;
+    while let Some(a) = args.get(i).and_then(|a| a.to_str()) {
+        match option(&cli, a) {
+            Some(takes_value) => i += 1 + usize::from(takes_value && !a.contains('=')),
+            None => break,
+        }
+    }
+    let Some(cmd) = args.get(i).and_then(|a| a.to_str()).filter(|c| HYPHEN_VALUES.contains(c)) else {
+        return args;
+    };
+    let sub = cli.find_subcommand(cmd).expect("a command of HYPHEN_VALUES");
+    let mut rest = args[i + 1..].iter().cloned();
+    let (mut options, mut values) = (Vec::new(), Vec::new());
+    while let Some(a) = rest.next() {
+        let text = a.to_str().unwrap_or("").to_owned();
+        let text = text.as_str();
+        if text == "--" {
+            values.extend(rest.by_ref());
+        } else if let Some(takes_value) = option(sub, text) {
+            options.push(a);
+            if takes_value && !text.contains('=') {
+                options.extend(rest.next());
+            }
+        } else if text.starts_with("--") && text.parse::<f64>().is_err() {
+            options.push(a); // an unknown long option: clap says so
+        } else {
+            values.push(a);
+        }
+    }
+    let mut out = args[..=i].to_vec();
+    out.extend(options);
+    out.push("--".into());
+    out.extend(values);
+    out
+}
+
+/// Whether `text` names an option of `cmd` (`--long`, `--long=VALUE` or `-s`), and if so
+/// whether the option takes a value.
+fn option(cmd: &clap::Command, text: &str) -> Option<bool> {
+    let arg = if let Some(long) = text.strip_prefix("--") {
+        let name = long.split('=').next().unwrap_or("");
+        cmd.get_arguments().find(|a| a.get_long_and_visible_aliases().is_some_and(|l| l.contains(&name)))
+    } else {
+        let mut chars = text.strip_prefix('-')?.chars();
+        let (Some(c), None) = (chars.next(), chars.next()) else { return None };
+        cmd.get_arguments().find(|a| a.get_short_and_visible_aliases().is_some_and(|s| s.contains(&c)))
+    }?;
+    Some(arg.get_action().takes_values())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(hyphen_values(std::env::args_os().collect()));
     let result = match cli.command {
         Command::Stats { path, json } => stats(path, json),
         Command::Check { path } => check(path),

@@ -293,3 +293,45 @@ fn a_closed_stdout_ends_every_printing_command_quietly() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("cannot write to standard output"));
     }
 }
+
+fn text(out: &Output) -> String {
+    assert!(out.status.success(), "eterna failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn keys_and_values_may_start_with_a_hyphen_and_options_still_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heap");
+    let p = path.to_str().unwrap();
+    assert!(eterna(&["set", p, "l", "[1, 2, 3]"]).status.success());
+    // A negative list index, with and without `--`, with options before and after it.
+    assert_eq!(text(&eterna(&["get", p, "l", "-1"])), "3");
+    assert_eq!(text(&eterna(&["get", p, "l", "--", "-2"])), "2");
+    assert_eq!(text(&eterna(&["get", p, "l", "-1", "--wait", "1"])), "3");
+    assert_eq!(text(&eterna(&["--wait", "1", "get", p, "l", "-3"])), "1");
+    // A negative JSON value and keys that start with '-'.
+    assert!(eterna(&["set", p, "n", "-5"]).status.success());
+    assert_eq!(text(&eterna(&["get", p, "n"])), "-5");
+    assert!(eterna(&["set", p, "-k", "-x", "-1.5"]).status.success());
+    assert_eq!(text(&eterna(&["get", p, "-k", "-x"])), "-1.5");
+    assert!(eterna(&["set", p, "l", "-1", "-7"]).status.success());
+    assert_eq!(text(&eterna(&["get", p, "l"])), "[1,2,-7]");
+    // An option after the keys is an option, not a key.
+    assert!(eterna(&["set", p, "w", "3", "--wait", "0.5"]).status.success());
+    assert_eq!(text(&eterna(&["get", p, "w"])), "3");
+    assert!(eterna(&["del", p, "-k", "-x", "--wait=0.5"]).status.success());
+    assert_eq!(text(&eterna(&["get", p, "-k"])), "{}");
+    let help = eterna(&["get", p, "l", "--help"]);
+    assert!(text(&help).contains("Usage: eterna get"));
+    // A key spelled like an option goes after `--`; a mistyped option is refused, not
+    // taken for a key.
+    assert!(eterna(&["set", p, "--", "--wait", "1"]).status.success());
+    assert_eq!(text(&eterna(&["get", p, "--", "--wait"])), "1");
+    let typo = eterna(&["set", p, "w", "4", "--wiat", "1"]);
+    assert_eq!(typo.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("--wiat"));
+    assert_eq!(text(&eterna(&["get", p, "w"])), "3");
+    let dump = json(&eterna(&["dump", p]));
+    assert_eq!(dump.as_object().unwrap().keys().collect::<Vec<_>>(), ["l", "n", "-k", "w", "--wait"]);
+}
