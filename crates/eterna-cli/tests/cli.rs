@@ -335,3 +335,49 @@ fn keys_and_values_may_start_with_a_hyphen_and_options_still_work() {
     let dump = json(&eterna(&["dump", p]));
     assert_eq!(dump.as_object().unwrap().keys().collect::<Vec<_>>(), ["l", "n", "-k", "w", "--wait"]);
 }
+
+/// `PATH-lock`, the reader table the core keeps beside a heap.
+fn lock_file(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-lock");
+    name.into()
+}
+
+#[test]
+fn a_failed_open_leaves_no_lock_file_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("heap");
+    let g = good.to_str().unwrap();
+    assert!(eterna(&["set", g, "k", "[1, 2, 3]"]).status.success());
+    let bytes = std::fs::read(&good).unwrap();
+    // Cut inside the header page, after the control pages, and a file that is no heap.
+    for (name, content) in [
+        ("short", bytes[..5000].to_vec()),
+        ("truncated", bytes[..100_000].to_vec()),
+        ("text", b"not a heap at all".to_vec()),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &content).unwrap();
+        let p = path.to_str().unwrap();
+        for args in [
+            vec!["get", p, "k"],
+            vec!["dump", p],
+            vec!["stats", p],
+            vec!["check", p],
+            vec!["gc", p],
+            vec!["compact", p],
+            vec!["del", p, "k"],
+            vec!["set", p, "k", "1"],
+        ] {
+            let out = eterna(&args);
+            assert_ne!(out.status.code(), Some(0), "{args:?}");
+            assert!(!lock_file(&path).exists(), "{args:?} left {}-lock behind", name);
+            assert_eq!(std::fs::read(&path).unwrap(), content, "{args:?} changed the file");
+        }
+    }
+    // A lock file that was there before stays.
+    let path = dir.path().join("short");
+    std::fs::copy(lock_file(&good), lock_file(&path)).unwrap();
+    assert_ne!(eterna(&["get", path.to_str().unwrap()]).status.code(), Some(0));
+    assert!(lock_file(&path).exists());
+}

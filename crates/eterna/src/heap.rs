@@ -121,6 +121,24 @@ fn rebuild_error(e: crate::alloc::RebuildError) -> TxnError {
     }
 }
 
+/// The committed state as the file behind `readmap` says now.
+fn committed_meta(readmap: &ReadMap) -> Result<Meta, OpenError> {
+    let v = readmap.view(CONTROL_RESERVED)?;
+    let m = v.as_slice();
+    let slots = [0, 1].map(|i| {
+        let at = meta_slot_offset(i) as usize;
+        Meta::decode(&m[at..at + META_LEN])
+    });
+    let (_, meta) = Meta::current(slots)
+        .ok_or_else(|| Corruption::new(meta_slot_offset(0), "neither meta slot is valid"))?;
+    let need = (meta.arenas + 1) * ARENA;
+    let len = readmap.file_len()?;
+    if len < need {
+        return Err(OpenError::Truncated { len, expected: need });
+    }
+    Ok(meta)
+}
+
 fn open_error(e: OpenError) -> TxnError {
     match e {
         OpenError::Io(e) => TxnError::Io(e),
@@ -157,6 +175,10 @@ impl Heap {
                 other => OpenError::Corrupt(Corruption::new(0, format!("bad header: {other:?}"))),
             })?
         };
+        // Check the committed state once up front, so that a bad file is an error here
+        // rather than at the first read, and before the reader table is created: a file
+        // that does not open leaves no `PATH-lock` behind.
+        committed_meta(&readmap)?;
         let table = LockTable::open(path)?;
         let heap = Heap {
             path: path.to_path_buf(),
@@ -168,9 +190,6 @@ impl Heap {
             readers: Mutex::new(Readers::default()),
             writer: Mutex::new(None),
         };
-        // Check the committed state once up front, so that a bad file is an error here
-        // rather than at the first read.
-        heap.current_meta()?;
         Ok(heap)
     }
 
@@ -268,20 +287,7 @@ impl Heap {
 
     /// The committed state as the file says now.
     fn current_meta(&self) -> Result<Meta, OpenError> {
-        let v = self.readmap.view(CONTROL_RESERVED)?;
-        let m = v.as_slice();
-        let slots = [0, 1].map(|i| {
-            let at = meta_slot_offset(i) as usize;
-            Meta::decode(&m[at..at + META_LEN])
-        });
-        let (_, meta) = Meta::current(slots)
-            .ok_or_else(|| Corruption::new(meta_slot_offset(0), "neither meta slot is valid"))?;
-        let need = (meta.arenas + 1) * ARENA;
-        let len = self.readmap.file_len()?;
-        if len < need {
-            return Err(OpenError::Truncated { len, expected: need });
-        }
-        Ok(meta)
+        committed_meta(&self.readmap)
     }
 
     /// This process's snapshot registry; in a child forked after `open`, a fresh one (the
