@@ -172,6 +172,10 @@ impl Heap {
                 crate::format::HeaderError::Version(found) => {
                     OpenError::UnsupportedVersion { found, supported: crate::format::FORMAT_VERSION }
                 }
+                // Worded as `Allocator::open` and `eterna check` word it.
+                crate::format::HeaderError::Checksum => {
+                    OpenError::Corrupt(Corruption::new(0, "file header checksum mismatch"))
+                }
                 other => OpenError::Corrupt(Corruption::new(0, format!("bad header: {other:?}"))),
             })?
         };
