@@ -4,14 +4,27 @@ mod demo;
 mod json;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use eterna::{Heap, Key, Options, Stats, TxnError, Value};
+use eterna::{Heap, Key, OpenError, Options, Stats, TxnError, Value};
 use eterna_bench::frag::{self, Pattern};
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// The exit codes, for `eterna --help`.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success; also when the reader of the output (say `head`) stops early
+  1  `check` found corruption; a step of `demo` failed
+  2  a usage or I/O error, a key not found, or a damaged file met by any command but
+     `check` (the message names the file and says to run `eterna check PATH`)";
+
 #[derive(Parser)]
-#[command(name = "eterna", version, about = "An embedded object heap in a memory-mapped file")]
+#[command(
+    name = "eterna",
+    version,
+    about = "An embedded object heap in a memory-mapped file",
+    after_help = EXIT_CODES
+)]
 struct Cli {
     /// Seconds a writing command (set, del, gc, compact) waits for another process that
     /// holds the writer lock before it gives up.
@@ -270,8 +283,9 @@ fn main() -> ExitCode {
 }
 
 fn stats(path: PathBuf, json: bool) -> Result<(), Failure> {
-    let heap = Heap::open(&path, Options { readonly: true, ..Options::default() })?;
-    let s = heap.stats()?;
+    let heap = Heap::open(&path, Options { readonly: true, ..Options::default() })
+        .map_err(|e| open_failure(&path, e))?;
+    let s = heap.stats().map_err(|e| open_failure(&path, e))?;
     if json {
         outln!("{}", s.to_json())?;
     } else {
@@ -316,14 +330,68 @@ fn check(path: PathBuf) -> Result<(), Failure> {
             )?;
             Ok(())
         }
-        Err(eterna::check::CheckError::Io(e)) => Err(e.into()),
+        Err(eterna::check::CheckError::Io(e)) => {
+            Err(Failure { code: 2, message: format!("{}: {}", path.display(), io_words(&path, &e)) })
+        }
         Err(e) => Err(Failure { code: 1, message: format!("{}: {e}", path.display()) }),
     }
 }
 
-fn txn_failure(e: TxnError) -> Failure {
-    let code = if matches!(e, TxnError::Corrupt(_)) { 1 } else { 2 };
-    Failure { code, message: e.to_string() }
+/// What is wrong with the file or directory at `path`, in plain words, given the error
+/// opening it gave.
+fn io_words(path: &Path, e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    if path.is_dir() {
+        return "is a directory, not a heap file".into();
+    }
+    match e.kind() {
+        ErrorKind::NotFound => match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() && !d.is_dir() => {
+                format!("there is no directory {}", d.display())
+            }
+            _ => "no such file".into(),
+        },
+        ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => format!("cannot open: {e}"),
+    }
+}
+
+/// A damaged heap file: exit 2 for every command but `check`, pointing at `check`.
+fn damaged(path: &Path, what: impl std::fmt::Display) -> Failure {
+    let p = path.display();
+    Failure {
+        code: 2,
+        message: format!("{p}: the file is damaged ({what}); run `eterna check {p}` for details"),
+    }
+}
+
+/// Why the heap at `path` could not be opened, naming the path.
+fn open_failure(path: &Path, e: OpenError) -> Failure {
+    match e {
+        // The file ends before the state its header or meta slot describes.
+        OpenError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => damaged(path, e),
+        OpenError::Io(e) => {
+            Failure { code: 2, message: format!("{}: {}", path.display(), io_words(path, &e)) }
+        }
+        OpenError::NotEterna => {
+            Failure { code: 2, message: format!("{}: not an eterna heap (bad magic)", path.display()) }
+        }
+        e @ (OpenError::Truncated { .. } | OpenError::Corrupt(_)) => damaged(path, e),
+        e => Failure { code: 2, message: format!("{}: {e}", path.display()) },
+    }
+}
+
+/// Turns an error of an operation on the heap at `path` into a failure: a damaged file
+/// says so and points at `eterna check`, an I/O error names the path.
+fn txn_failure(path: &Path) -> impl Fn(TxnError) -> Failure + Copy + '_ {
+    move |e| match e {
+        TxnError::Corrupt(c) => damaged(path, c),
+        TxnError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => damaged(path, e),
+        TxnError::Io(e) => {
+            Failure { code: 2, message: format!("{}: {}", path.display(), io_words(path, &e)) }
+        }
+        e => Failure { code: 2, message: e.to_string() },
+    }
 }
 
 /// Turns command-line keys into a path: a key indexing a list or tuple is a number, any
@@ -331,10 +399,10 @@ fn txn_failure(e: TxnError) -> Failure {
 fn resolve(
     read: impl Fn(&[Key]) -> Result<Option<bool>, TxnError>,
     keys: &[String],
-) -> Result<Vec<Key<'static>>, Failure> {
+) -> Result<Vec<Key<'static>>, TxnError> {
     let mut path: Vec<Key<'static>> = Vec::new();
     for k in keys {
-        let sequence = read(&path).map_err(txn_failure)?.unwrap_or(false);
+        let sequence = read(&path)?.unwrap_or(false);
         match (sequence, k.parse::<i64>()) {
             (true, Ok(i)) => path.push(Key::Int(i)),
             _ => path.push(Key::Str(k.clone().into())),
@@ -348,12 +416,14 @@ fn is_sequence(v: Option<Value<'_>>) -> Option<bool> {
 }
 
 fn get(path: PathBuf, keys: Vec<String>) -> Result<(), Failure> {
-    let heap = Heap::open(&path, Options { readonly: true, ..Options::default() })?;
-    let r = heap.read().map_err(txn_failure)?;
-    let p = resolve(|p| Ok(is_sequence(r.get(p)?)), &keys)?;
-    match r.get(&p).map_err(txn_failure)? {
+    let heap = Heap::open(&path, Options { readonly: true, ..Options::default() })
+        .map_err(|e| open_failure(&path, e))?;
+    let fail = txn_failure(&path);
+    let r = heap.read().map_err(fail)?;
+    let p = resolve(|p| Ok(is_sequence(r.get(p)?)), &keys).map_err(fail)?;
+    match r.get(&p).map_err(fail)? {
         Some(v) => {
-            outln!("{}", json::to_json(&v).map_err(txn_failure)?)?;
+            outln!("{}", json::to_json(&v).map_err(fail)?)?;
             Ok(())
         }
         None => Err(Failure { code: 2, message: format!("{} not found", eterna::txn::render_path(&p)) }),
@@ -364,22 +434,24 @@ fn set(path: PathBuf, mut args: Vec<String>, options: Options) -> Result<(), Fai
     let text = args.pop().expect("clap requires a value");
     let value: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Failure { code: 2, message: format!("the value is not JSON: {e}") })?;
-    let heap = Heap::open(&path, options)?;
-    let mut w = heap.write().map_err(txn_failure)?;
-    let p = resolve(|p| Ok(is_sequence(w.get(p)?)), &args)?;
-    w.set_creating(&p, &json::to_input(&value)).map_err(txn_failure)?;
-    w.commit().map_err(txn_failure)?;
-    heap.close().map_err(txn_failure)?;
+    let heap = Heap::open(&path, options).map_err(|e| open_failure(&path, e))?;
+    let fail = txn_failure(&path);
+    let mut w = heap.write().map_err(fail)?;
+    let p = resolve(|p| Ok(is_sequence(w.get(p)?)), &args).map_err(fail)?;
+    w.set_creating(&p, &json::to_input(&value)).map_err(fail)?;
+    w.commit().map_err(fail)?;
+    heap.close().map_err(fail)?;
     Ok(())
 }
 
 fn del(path: PathBuf, keys: Vec<String>, options: Options) -> Result<(), Failure> {
-    let heap = Heap::open(&path, Options { create: false, ..options })?;
-    let mut w = heap.write().map_err(txn_failure)?;
-    let p = resolve(|p| Ok(is_sequence(w.get(p)?)), &keys)?;
-    w.del(&p).map_err(txn_failure)?;
-    w.commit().map_err(txn_failure)?;
-    heap.close().map_err(txn_failure)?;
+    let heap = Heap::open(&path, Options { create: false, ..options }).map_err(|e| open_failure(&path, e))?;
+    let fail = txn_failure(&path);
+    let mut w = heap.write().map_err(fail)?;
+    let p = resolve(|p| Ok(is_sequence(w.get(p)?)), &keys).map_err(fail)?;
+    w.del(&p).map_err(fail)?;
+    w.commit().map_err(fail)?;
+    heap.close().map_err(fail)?;
     Ok(())
 }
 
@@ -388,7 +460,8 @@ fn del(path: PathBuf, keys: Vec<String>, options: Options) -> Result<(), Failure
 fn collect(path: PathBuf, compact: bool, json: bool, options: Options) -> Result<(), Failure> {
     use eterna::gc::Phase;
     use indicatif::{ProgressBar, ProgressStyle};
-    let heap = Heap::open(&path, Options { create: false, auto_compact: false, ..options })?;
+    let heap = Heap::open(&path, Options { create: false, auto_compact: false, ..options })
+        .map_err(|e| open_failure(&path, e))?;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{msg:>9} [{bar:32}] {pos}/{len} objects ({elapsed})")
@@ -405,9 +478,10 @@ fn collect(path: PathBuf, compact: bool, json: bool, options: Options) -> Result
         bar.set_position(done);
     };
     let kind = if compact { eterna::gc::Kind::Compact } else { eterna::gc::Kind::Full };
-    let r = heap.collect(kind, &mut progress).map_err(txn_failure)?;
+    let fail = txn_failure(&path);
+    let r = heap.collect(kind, &mut progress).map_err(fail)?;
     bar.finish_and_clear();
-    heap.close().map_err(txn_failure)?;
+    heap.close().map_err(fail)?;
     if json {
         outln!("{}", r.to_json())?;
         return Ok(());

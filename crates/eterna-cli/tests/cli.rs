@@ -183,6 +183,12 @@ fn check_on_damaged_files_exits_0_or_1_and_never_crashes() {
         }
         let dump = eterna(&["dump", d.to_str().unwrap()]);
         assert!(dump.status.code().is_some(), "dump was killed by a signal");
+        // Damage found while reading is reported like damage found at open.
+        if !dump.status.success() {
+            let err = String::from_utf8_lossy(&dump.stderr);
+            assert_eq!(dump.status.code(), Some(2), "{err}");
+            assert!(err.starts_with(&format!("eterna: {}: ", d.display())), "{err}");
+        }
     }
     assert!(corrupt > 0, "no damage was found in 40 damaged files");
 }
@@ -380,4 +386,92 @@ fn a_failed_open_leaves_no_lock_file_behind() {
     std::fs::copy(lock_file(&good), lock_file(&path)).unwrap();
     assert_ne!(eterna(&["get", path.to_str().unwrap()]).status.code(), Some(0));
     assert!(lock_file(&path).exists());
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
+}
+
+#[test]
+fn open_errors_name_the_path_and_say_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let missing = dir.path().join("missing");
+    let m = missing.to_str().unwrap();
+    let text = dir.path().join("text");
+    std::fs::write(&text, "not a heap, only words, long enough for a header to be read from it").unwrap();
+    let t = text.to_str().unwrap();
+    let nodir = dir.path().join("nodir").join("heap");
+    let n = nodir.to_str().unwrap();
+    let reading: [&[&str]; 7] =
+        [&["get"], &["dump"], &["stats"], &["del", "k"], &["gc"], &["compact"], &["stats", "--json"]];
+    for args in reading.iter().chain([&["set", "k", "1"][..]].iter()) {
+        let run = |path: &str| {
+            let mut a = vec![args[0], path];
+            a.extend(&args[1..]);
+            eterna(&a)
+        };
+        let out = run(d);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(stderr(&out), format!("eterna: {d}: is a directory, not a heap file"), "{args:?}");
+        let out = run(t);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(stderr(&out), format!("eterna: {t}: not an eterna heap (bad magic)"), "{args:?}");
+        let out = run(n);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let parent = nodir.parent().unwrap().display();
+        assert_eq!(stderr(&out), format!("eterna: {n}: there is no directory {parent}"), "{args:?}");
+        if args[0] != "set" {
+            let out = run(m);
+            assert_eq!(out.status.code(), Some(2), "{args:?}");
+            assert_eq!(stderr(&out), format!("eterna: {m}: no such file"), "{args:?}");
+        }
+    }
+    // `check` words them the same, with its own exit codes: 2 for what it cannot read, 1
+    // for what is not a heap.
+    let out = eterna(&["check", d]);
+    assert_eq!(
+        (out.status.code(), stderr(&out)),
+        (Some(2), format!("eterna: {d}: is a directory, not a heap file"))
+    );
+    let out = eterna(&["check", m]);
+    assert_eq!((out.status.code(), stderr(&out)), (Some(2), format!("eterna: {m}: no such file")));
+    let out = eterna(&["check", t]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with(&format!("eterna: {t}: not an eterna heap")), "{}", stderr(&out));
+}
+
+#[test]
+fn a_damaged_file_says_so_and_points_at_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("heap");
+    assert!(eterna(&["set", good.to_str().unwrap(), "k", "[1, 2, 3]"]).status.success());
+    let bytes = std::fs::read(&good).unwrap();
+    let mut bad_header = bytes.clone();
+    bad_header[40] ^= 0x10; // inside the checksummed header
+    for (name, content, what) in [
+        ("bad-header", bad_header, "file header checksum mismatch"),
+        ("cut", bytes[..5000].to_vec(), "5000 bytes"),
+        ("truncated", bytes[..100_000].to_vec(), "truncated"),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &content).unwrap();
+        let p = path.to_str().unwrap();
+        let check = eterna(&["check", p]);
+        assert_eq!(check.status.code(), Some(1), "check {name}: {}", stderr(&check));
+        assert!(stderr(&check).starts_with(&format!("eterna: {p}: ")), "{}", stderr(&check));
+        for args in
+            [vec!["get", p, "k"], vec!["dump", p], vec!["stats", p], vec!["set", p, "k", "1"], vec!["gc", p]]
+        {
+            let out = eterna(&args);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+            assert!(err.starts_with(&format!("eterna: {p}: the file is damaged (")), "{args:?}: {err}");
+            assert!(err.contains(what), "{args:?}: {err}");
+            assert!(err.ends_with(&format!("run `eterna check {p}` for details")), "{args:?}: {err}");
+            assert!(!err.contains("Checksum"), "{args:?}: {err}");
+        }
+    }
+    let help = text(&eterna(&["--help"]));
+    assert!(help.contains("Exit codes:") && help.contains("eterna check PATH"), "{help}");
 }
