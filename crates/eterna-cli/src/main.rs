@@ -59,6 +59,9 @@ enum Command {
     },
     /// Set root[KEY1]...[KEYn] = JSON in one committed transaction; creates the heap and
     /// missing dicts along the way.
+    ///
+    /// JSON objects become dicts, arrays lists; a number too large for a float (1e400)
+    /// becomes inf, as in Python's json.
     Set {
         path: PathBuf,
         /// Keys, then the JSON value. Either may start with '-' (`-1`, `-x`); a key
@@ -434,11 +437,12 @@ fn set(path: PathBuf, mut args: Vec<String>, options: Options) -> Result<(), Fai
     let text = args.pop().expect("clap requires a value");
     let value: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Failure { code: 2, message: format!("the value is not JSON: {e}") })?;
+    let input = json::to_input(&value).map_err(|message| Failure { code: 2, message })?;
     let heap = Heap::open(&path, options).map_err(|e| open_failure(&path, e))?;
     let fail = txn_failure(&path);
     let mut w = heap.write().map_err(fail)?;
     let p = resolve(|p| Ok(is_sequence(w.get(p)?)), &args).map_err(fail)?;
-    w.set_creating(&p, &json::to_input(&value)).map_err(fail)?;
+    w.set_creating(&p, &input).map_err(fail)?;
     w.commit().map_err(fail)?;
     heap.close().map_err(fail)?;
     Ok(())

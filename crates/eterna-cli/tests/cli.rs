@@ -475,3 +475,22 @@ fn a_damaged_file_says_so_and_points_at_check() {
     let help = text(&eterna(&["--help"]));
     assert!(help.contains("Exit codes:") && help.contains("eterna check PATH"), "{help}");
 }
+
+#[test]
+fn json_numbers_beyond_a_float_are_stored_as_infinity_not_nan() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heap");
+    let p = path.to_str().unwrap();
+    // Python: json.loads('1e400') == inf, json.loads('-1e400') == -inf.
+    assert!(eterna(&["set", p, "n", "f", "1e400"]).status.success());
+    assert!(eterna(&["set", p, "n", "g", "-1e400"]).status.success());
+    assert!(eterna(&["set", p, "n", "l", "[1e400, 1e-400, 1.5]"]).status.success());
+    let n = json(&eterna(&["get", p, "n"]));
+    assert_eq!(
+        n,
+        serde_json::json!({"f": {"$float": "inf"}, "g": {"$float": "-inf"}, "l": [{"$float": "inf"}, 0.0, 1.5]})
+    );
+    assert!(!text(&eterna(&["dump", p])).contains("nan"));
+    let help = text(&eterna(&["set", "--help"]));
+    assert!(help.contains("inf, as in Python's json"), "{help}");
+}
