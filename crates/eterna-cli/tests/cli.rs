@@ -494,3 +494,22 @@ fn json_numbers_beyond_a_float_are_stored_as_infinity_not_nan() {
     let help = text(&eterna(&["set", "--help"]));
     assert!(help.contains("inf, as in Python's json"), "{help}");
 }
+
+#[test]
+fn a_wrong_type_error_names_the_path_of_the_value_that_is_not_a_dict() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heap");
+    let p = path.to_str().unwrap();
+    assert!(eterna(&["set", p, "a", "b", "c", "1"]).status.success());
+    for args in [vec!["set", p, "a", "b", "c", "d", "1"], vec!["set", p, "a", "b", "c", "d", "e", "1"]] {
+        let out = eterna(&args);
+        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(stderr(&out), "eterna: root[\"a\"][\"b\"][\"c\"] is an int, not a container", "{args:?}");
+    }
+    for args in [vec!["get", p, "a", "b", "c", "d"], vec!["del", p, "a", "b", "c", "d"]] {
+        let out = eterna(&args);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(stderr(&out).starts_with("eterna: root[\"a\"][\"b\"][\"c\"] is an int, not a "), "{args:?}");
+    }
+    assert_eq!(json(&eterna(&["dump", p])), serde_json::json!({"a": {"b": {"c": 1}}}));
+}
