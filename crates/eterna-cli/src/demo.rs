@@ -8,7 +8,7 @@
 //!
 //! The `eterna` binary runs its own helper processes (`eterna demo-child ...`, hidden).
 
-use crate::Failure;
+use crate::{outln, Failure};
 use eterna::{Durability, Heap, Input, Key, Options, Value};
 use eterna_bench::shared;
 use serde_json::Value as Json;
@@ -52,7 +52,8 @@ fn python(code: &str, args: &[&str]) -> Result<Json, String> {
 }
 
 fn progress(msg: &str) {
-    eprintln!("      {msg}");
+    // Progress is a courtesy: a closed stderr does not stop the demo.
+    let _ = writeln!(std::io::stderr(), "      {msg}");
 }
 
 /// The CPython cell of a step whose CPython side could not run, saying why on the way.
@@ -391,7 +392,7 @@ pub fn writer(path: &Path) -> Result<(), Failure> {
         w.set(&[Key::from(shared::DATA), Key::from(k.as_str())], &Input::Str(format!("never committed {i}")))
             .map_err(|e| fail("writer", e))?;
         if i == WRITER_CHANGES / 2 {
-            println!("{i}");
+            outln!("{i}")?;
             std::io::stdout().flush()?;
             std::thread::sleep(Duration::from_secs(60));
         }
@@ -408,7 +409,7 @@ pub fn run(n: usize, readers: usize, keep: Option<PathBuf>) -> Result<(), Failur
     let dir = keep.unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&dir)?;
     let started = Instant::now();
-    println!("eterna demo: {n} entries per step, measured live against CPython in the same run\n");
+    outln!("eterna demo: {n} entries per step, measured live against CPython in the same run\n")?;
     type Step = fn(&Path, usize, usize) -> Result<Row, Failure>;
     let steps: [(&str, Step); 4] = [
         ("the fork problem: reader processes share a dataset", |d, n, r| fork_step(d, n, r)),
@@ -418,25 +419,25 @@ pub fn run(n: usize, readers: usize, keep: Option<PathBuf>) -> Result<(), Failur
     ];
     let mut rows = Vec::new();
     for (i, (title, step)) in steps.iter().enumerate() {
-        println!("[{}/{}] {title}", i + 1, steps.len());
+        outln!("[{}/{}] {title}", i + 1, steps.len())?;
         let t = Instant::now();
         match step(&dir, n, readers) {
             Ok(row) => rows.push(row),
             Err(f) => {
-                println!("      failed: {}", f.message);
+                outln!("      failed: {}", f.message)?;
                 rows.push(Row { step: title, eterna: "failed".into(), cpython: String::new(), ok: false });
             }
         }
-        println!("      ({:.1} s)", t.elapsed().as_secs_f64());
+        outln!("      ({:.1} s)", t.elapsed().as_secs_f64())?;
     }
     let w = rows.iter().map(|r| r.eterna.len()).max().unwrap_or(10).max(6);
-    println!("\n{:<30} | {:<w$} | CPython", "", "eterna");
-    println!("{}", "-".repeat(30 + w + 40));
+    outln!("\n{:<30} | {:<w$} | CPython", "", "eterna")?;
+    outln!("{}", "-".repeat(30 + w + 40))?;
     for r in &rows {
-        println!("{:<30} | {:<w$} | {}", r.step, r.eterna, r.cpython);
+        outln!("{:<30} | {:<w$} | {}", r.step, r.eterna, r.cpython)?;
     }
     let failed: Vec<&str> = rows.iter().filter(|r| !r.ok).map(|r| r.step).collect();
-    println!("\n{} steps in {:.0} s.", rows.len(), started.elapsed().as_secs_f64());
+    outln!("\n{} steps in {:.0} s.", rows.len(), started.elapsed().as_secs_f64())?;
     if failed.is_empty() {
         Ok(())
     } else {

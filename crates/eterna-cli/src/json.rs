@@ -1,4 +1,6 @@
-//! JSON in and out of the heap for the CLI. JSON objects become dicts, arrays lists.
+//! JSON in and out of the heap for the CLI. JSON objects become dicts, arrays lists,
+//! numbers ints (of any size) or floats; a float beyond f64's range becomes `inf`, as in
+//! Python's json.
 //! Values JSON cannot hold are written as one-key objects that say what they were:
 //! `{"$bytes": "hex"}`, `{"$tuple": [...]}`, `{"$set": [...]}`, `{"$frozenset": [...]}`,
 //! `{"$int": "digits"}` (beyond 64 bits), `{"$float": "nan" | "inf" | "-inf"}`,
@@ -9,9 +11,11 @@ use eterna::object::{Dict, Value};
 use eterna::{Input, TxnError};
 use serde_json::{json, Map, Number, Value as Json};
 
-/// A JSON value as an input to store.
-pub fn to_input(j: &Json) -> Input {
-    match j {
+/// A JSON value as an input to store. A number with a fraction or an exponent becomes a
+/// float; one beyond a float's range becomes `inf` or `-inf`, as Python's
+/// `json.loads("1e400")` gives (and one too small for it, 0.0).
+pub fn to_input(j: &Json) -> Result<Input, String> {
+    Ok(match j {
         Json::Null => Input::None,
         Json::Bool(b) => Input::Bool(*b),
         Json::Number(n) => {
@@ -20,13 +24,19 @@ pub fn to_input(j: &Json) -> Input {
             } else if let Some(b) = decimal_bigint(&n.to_string()) {
                 Input::BigInt(b)
             } else {
-                Input::Float(n.as_f64().unwrap_or(f64::NAN))
+                // Not `as_f64`: it gives `None` for a number out of range.
+                let text = n.to_string();
+                Input::Float(text.parse().map_err(|e| format!("the JSON number {text} is not a float: {e}"))?)
             }
         }
         Json::String(s) => Input::Str(s.clone()),
-        Json::Array(items) => Input::List(items.iter().map(to_input).collect()),
-        Json::Object(m) => Input::Dict(m.iter().map(|(k, v)| (Input::Str(k.clone()), to_input(v))).collect()),
-    }
+        Json::Array(items) => Input::List(items.iter().map(to_input).collect::<Result<_, _>>()?),
+        Json::Object(m) => Input::Dict(
+            m.iter()
+                .map(|(k, v)| Ok((Input::Str(k.clone()), to_input(v)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+    })
 }
 
 /// Two's complement little-endian bytes of a decimal integer literal (`-?[0-9]+`), or
@@ -186,6 +196,20 @@ mod tests {
         }
         assert!(decimal_bigint("1.5").is_none());
         assert!(decimal_bigint("1e30").is_none());
+    }
+
+    #[test]
+    fn numbers_beyond_a_float_become_infinite_as_in_python() {
+        let float = |text: &str| match to_input(&serde_json::from_str(text).unwrap()).unwrap() {
+            Input::Float(f) => f,
+            _ => panic!("{text} is not a float"),
+        };
+        assert_eq!(float("1e400"), f64::INFINITY);
+        assert_eq!(float("-1e400"), f64::NEG_INFINITY);
+        assert_eq!(float("1e-400"), 0.0);
+        assert_eq!(float("2.5e3"), 2500.0);
+        assert_eq!(float("0.1"), 0.1);
+        assert!(matches!(to_input(&serde_json::from_str("[1e400]").unwrap()), Ok(Input::List(_))));
     }
 
     #[test]

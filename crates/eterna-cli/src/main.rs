@@ -3,14 +3,28 @@
 mod demo;
 mod json;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use eterna::{Heap, Key, Options, Stats, TxnError, Value};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use eterna::{Heap, Key, OpenError, Options, Stats, TxnError, Value};
 use eterna_bench::frag::{self, Pattern};
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// The exit codes, for `eterna --help`.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success; also when the reader of the output (say `head`) stops early
+  1  `check` found corruption; a step of `demo` failed
+  2  a usage or I/O error, a key not found, or a damaged file met by any command but
+     `check` (the message names the file and says to run `eterna check PATH`)";
+
 #[derive(Parser)]
-#[command(name = "eterna", version, about = "An embedded object heap in a memory-mapped file")]
+#[command(
+    name = "eterna",
+    version,
+    about = "An embedded object heap in a memory-mapped file",
+    after_help = EXIT_CODES
+)]
 struct Cli {
     /// Seconds a writing command (set, del, gc, compact) waits for another process that
     /// holds the writer lock before it gives up.
@@ -36,19 +50,30 @@ enum Command {
     },
     /// Check a heap file: exit 0 if consistent, 1 if corruption is found, 2 on usage or I/O errors.
     Check { path: PathBuf },
-    /// Print root[KEY1][KEY2]... as JSON (list indices are numbers).
-    Get { path: PathBuf, keys: Vec<String> },
+    /// Print root[KEY1][KEY2]... as JSON (list indices are numbers, -1 the last item).
+    Get {
+        path: PathBuf,
+        /// Keys. One may start with '-' (`-1`, `-x`); one spelled like an option
+        /// (`--wait`, `-h`) goes after `--`.
+        keys: Vec<String>,
+    },
     /// Set root[KEY1]...[KEYn] = JSON in one committed transaction; creates the heap and
     /// missing dicts along the way.
+    ///
+    /// JSON objects become dicts, arrays lists; a number too large for a float (1e400)
+    /// becomes inf, as in Python's json.
     Set {
         path: PathBuf,
-        /// Keys, then the JSON value.
+        /// Keys, then the JSON value. Either may start with '-' (`-1`, `-x`); a key
+        /// spelled like an option (`--wait`, `-h`) goes after `--`.
         #[arg(required = true, num_args = 2..)]
         args: Vec<String>,
     },
     /// Delete root[KEY1]...[KEYn] in one committed transaction.
     Del {
         path: PathBuf,
+        /// Keys. One may start with '-' (`-1`, `-x`); one spelled like an option
+        /// (`--wait`, `-h`) goes after `--`.
         #[arg(required = true)]
         keys: Vec<String>,
     },
@@ -133,14 +158,102 @@ struct Failure {
     message: String,
 }
 
+impl Failure {
+    /// A failed write to stdout. A closed pipe (the reader, say `head`, has all it wanted)
+    /// ends the command quietly with exit 0, as if killed by SIGPIPE; anything else (a
+    /// full disk behind a redirect) is an I/O error.
+    fn stdout(e: std::io::Error) -> Failure {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Failure { code: 0, message: String::new() }
+        } else {
+            Failure { code: 2, message: format!("cannot write to standard output: {e}") }
+        }
+    }
+}
+
+/// `println!` that returns a [`Failure`] instead of panicking when stdout is closed or
+/// fails; use it with `?` for everything a command prints.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*).map_err($crate::Failure::stdout)
+    }};
+}
+pub(crate) use outln;
+
 impl<E: std::fmt::Display> From<E> for Failure {
     fn from(e: E) -> Failure {
         Failure { code: 2, message: e.to_string() }
     }
 }
 
+/// The commands whose KEY and JSON arguments may start with '-' (see [`hyphen_values`]).
+const HYPHEN_VALUES: [&str; 3] = ["get", "set", "del"];
+
+/// Rewrites the arguments of `get`, `set` and `del` so that a KEY or JSON argument may
+/// start with '-' (the list index `-1`, the number `-5`, the key `-x`) while the real
+/// options still work anywhere on the line: the options are moved before a `--` and every
+/// other argument after it. clap's `allow_hyphen_values` cannot do this: after the first
+/// KEY it takes `--wait 5`, `--help` and `--` for keys too, so `set F K 1 --wait 5` would
+/// write to root["K"]["1"]["--wait"]. A long option the command does not have (`--wiat`)
+/// stays an option for clap to reject, so that a typo does not become a key; after a
+/// `--` of the user's, everything is a value.
+fn hyphen_values(args: Vec<OsString>) -> Vec<OsString> {
+    let mut cli = Cli::command();
+    cli.build();
+    // The global options before the command, which one they name, and what follows it.
+    let mut i = 1;
+    while let Some(a) = args.get(i).and_then(|a| a.to_str()) {
+        match option(&cli, a) {
+            Some(takes_value) => i += 1 + usize::from(takes_value && !a.contains('=')),
+            None => break,
+        }
+    }
+    let Some(cmd) = args.get(i).and_then(|a| a.to_str()).filter(|c| HYPHEN_VALUES.contains(c)) else {
+        return args;
+    };
+    let sub = cli.find_subcommand(cmd).expect("a command of HYPHEN_VALUES");
+    let mut rest = args[i + 1..].iter().cloned();
+    let (mut options, mut values) = (Vec::new(), Vec::new());
+    while let Some(a) = rest.next() {
+        let text = a.to_str().unwrap_or("").to_owned();
+        let text = text.as_str();
+        if text == "--" {
+            values.extend(rest.by_ref());
+        } else if let Some(takes_value) = option(sub, text) {
+            options.push(a);
+            if takes_value && !text.contains('=') {
+                options.extend(rest.next());
+            }
+        } else if text.starts_with("--") && text.parse::<f64>().is_err() {
+            options.push(a); // an unknown long option: clap says so
+        } else {
+            values.push(a);
+        }
+    }
+    let mut out = args[..=i].to_vec();
+    out.extend(options);
+    out.push("--".into());
+    out.extend(values);
+    out
+}
+
+/// Whether `text` names an option of `cmd` (`--long`, `--long=VALUE` or `-s`), and if so
+/// whether the option takes a value.
+fn option(cmd: &clap::Command, text: &str) -> Option<bool> {
+    let arg = if let Some(long) = text.strip_prefix("--") {
+        let name = long.split('=').next().unwrap_or("");
+        cmd.get_arguments().find(|a| a.get_long_and_visible_aliases().is_some_and(|l| l.contains(&name)))
+    } else {
+        let mut chars = text.strip_prefix('-')?.chars();
+        let (Some(c), None) = (chars.next(), chars.next()) else { return None };
+        cmd.get_arguments().find(|a| a.get_short_and_visible_aliases().is_some_and(|s| s.contains(&c)))
+    }?;
+    Some(arg.get_action().takes_values())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(hyphen_values(std::env::args_os().collect()));
     let result = match cli.command {
         Command::Stats { path, json } => stats(path, json),
         Command::Check { path } => check(path),
@@ -154,46 +267,57 @@ fn main() -> ExitCode {
         Command::Demo { n, readers, dir } => demo::run(n, readers, dir),
         Command::DemoChild { role, path } => demo::child(&role, &path),
     };
+    // What is still buffered goes out now, so that a failure to write it is reported.
+    let result = result.and_then(|()| {
+        use std::io::Write as _;
+        std::io::stdout().flush().map_err(Failure::stdout)
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("eterna: {}", f.message);
+            if !f.message.is_empty() {
+                use std::io::Write as _;
+                // Nothing is left to tell a closed stderr.
+                let _ = writeln!(std::io::stderr(), "eterna: {}", f.message);
+            }
             ExitCode::from(f.code)
         }
     }
 }
 
 fn stats(path: PathBuf, json: bool) -> Result<(), Failure> {
-    let heap = Heap::open(&path, Options { readonly: true, ..Options::default() })?;
-    let s = heap.stats()?;
+    let heap = Heap::open(&path, Options { readonly: true, ..Options::default() })
+        .map_err(|e| open_failure(&path, e))?;
+    let s = heap.stats().map_err(|e| open_failure(&path, e))?;
     if json {
-        println!("{}", s.to_json());
+        outln!("{}", s.to_json())?;
     } else {
-        print_stats(&s);
+        print_stats(&s)?;
     }
     Ok(())
 }
 
 /// The counters as a table, then one line per size class in use.
-pub fn print_stats(s: &Stats) {
+fn print_stats(s: &Stats) -> Result<(), Failure> {
     for (name, v) in s.counters() {
-        println!("{name:<24} {v:>16}");
+        outln!("{name:<24} {v:>16}")?;
     }
     for (pid, txn) in &s.reader_list {
-        println!("reader: process {pid} pins transaction {txn}");
+        outln!("reader: process {pid} pins transaction {txn}")?;
     }
     if !s.size_classes.is_empty() {
-        println!("\n{:>6} {:>8} {:>12} {:>12}", "size", "pools", "blocks_live", "blocks_free");
+        outln!("\n{:>6} {:>8} {:>12} {:>12}", "size", "pools", "blocks_live", "blocks_free")?;
         for c in &s.size_classes {
-            println!("{:>6} {:>8} {:>12} {:>12}", c.size, c.pools, c.blocks_live, c.blocks_free);
+            outln!("{:>6} {:>8} {:>12} {:>12}", c.size, c.pools, c.blocks_live, c.blocks_free)?;
         }
     }
+    Ok(())
 }
 
 fn check(path: PathBuf) -> Result<(), Failure> {
     match eterna::check::check(&path) {
         Ok(r) => {
-            println!(
+            outln!(
                 "{}: consistent: transaction {}, {} objects ({} bytes) reachable, {} unreachable blocks ({} bytes){}",
                 path.display(),
                 r.txn_id,
@@ -206,17 +330,71 @@ fn check(path: PathBuf) -> Result<(), Failure> {
                 } else {
                     ""
                 }
-            );
+            )?;
             Ok(())
         }
-        Err(eterna::check::CheckError::Io(e)) => Err(e.into()),
+        Err(eterna::check::CheckError::Io(e)) => {
+            Err(Failure { code: 2, message: format!("{}: {}", path.display(), io_words(&path, &e)) })
+        }
         Err(e) => Err(Failure { code: 1, message: format!("{}: {e}", path.display()) }),
     }
 }
 
-fn txn_failure(e: TxnError) -> Failure {
-    let code = if matches!(e, TxnError::Corrupt(_)) { 1 } else { 2 };
-    Failure { code, message: e.to_string() }
+/// What is wrong with the file or directory at `path`, in plain words, given the error
+/// opening it gave.
+fn io_words(path: &Path, e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    if path.is_dir() {
+        return "is a directory, not a heap file".into();
+    }
+    match e.kind() {
+        ErrorKind::NotFound => match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() && !d.is_dir() => {
+                format!("there is no directory {}", d.display())
+            }
+            _ => "no such file".into(),
+        },
+        ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => format!("cannot open: {e}"),
+    }
+}
+
+/// A damaged heap file: exit 2 for every command but `check`, pointing at `check`.
+fn damaged(path: &Path, what: impl std::fmt::Display) -> Failure {
+    let p = path.display();
+    Failure {
+        code: 2,
+        message: format!("{p}: the file is damaged ({what}); run `eterna check {p}` for details"),
+    }
+}
+
+/// Why the heap at `path` could not be opened, naming the path.
+fn open_failure(path: &Path, e: OpenError) -> Failure {
+    match e {
+        // The file ends before the state its header or meta slot describes.
+        OpenError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => damaged(path, e),
+        OpenError::Io(e) => {
+            Failure { code: 2, message: format!("{}: {}", path.display(), io_words(path, &e)) }
+        }
+        OpenError::NotEterna => {
+            Failure { code: 2, message: format!("{}: not an eterna heap (bad magic)", path.display()) }
+        }
+        e @ (OpenError::Truncated { .. } | OpenError::Corrupt(_)) => damaged(path, e),
+        e => Failure { code: 2, message: format!("{}: {e}", path.display()) },
+    }
+}
+
+/// Turns an error of an operation on the heap at `path` into a failure: a damaged file
+/// says so and points at `eterna check`, an I/O error names the path.
+fn txn_failure(path: &Path) -> impl Fn(TxnError) -> Failure + Copy + '_ {
+    move |e| match e {
+        TxnError::Corrupt(c) => damaged(path, c),
+        TxnError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => damaged(path, e),
+        TxnError::Io(e) => {
+            Failure { code: 2, message: format!("{}: {}", path.display(), io_words(path, &e)) }
+        }
+        e => Failure { code: 2, message: e.to_string() },
+    }
 }
 
 /// Turns command-line keys into a path: a key indexing a list or tuple is a number, any
@@ -224,10 +402,10 @@ fn txn_failure(e: TxnError) -> Failure {
 fn resolve(
     read: impl Fn(&[Key]) -> Result<Option<bool>, TxnError>,
     keys: &[String],
-) -> Result<Vec<Key<'static>>, Failure> {
+) -> Result<Vec<Key<'static>>, TxnError> {
     let mut path: Vec<Key<'static>> = Vec::new();
     for k in keys {
-        let sequence = read(&path).map_err(txn_failure)?.unwrap_or(false);
+        let sequence = read(&path)?.unwrap_or(false);
         match (sequence, k.parse::<i64>()) {
             (true, Ok(i)) => path.push(Key::Int(i)),
             _ => path.push(Key::Str(k.clone().into())),
@@ -241,12 +419,14 @@ fn is_sequence(v: Option<Value<'_>>) -> Option<bool> {
 }
 
 fn get(path: PathBuf, keys: Vec<String>) -> Result<(), Failure> {
-    let heap = Heap::open(&path, Options { readonly: true, ..Options::default() })?;
-    let r = heap.read().map_err(txn_failure)?;
-    let p = resolve(|p| Ok(is_sequence(r.get(p)?)), &keys)?;
-    match r.get(&p).map_err(txn_failure)? {
+    let heap = Heap::open(&path, Options { readonly: true, ..Options::default() })
+        .map_err(|e| open_failure(&path, e))?;
+    let fail = txn_failure(&path);
+    let r = heap.read().map_err(fail)?;
+    let p = resolve(|p| Ok(is_sequence(r.get(p)?)), &keys).map_err(fail)?;
+    match r.get(&p).map_err(fail)? {
         Some(v) => {
-            println!("{}", json::to_json(&v).map_err(txn_failure)?);
+            outln!("{}", json::to_json(&v).map_err(fail)?)?;
             Ok(())
         }
         None => Err(Failure { code: 2, message: format!("{} not found", eterna::txn::render_path(&p)) }),
@@ -257,22 +437,25 @@ fn set(path: PathBuf, mut args: Vec<String>, options: Options) -> Result<(), Fai
     let text = args.pop().expect("clap requires a value");
     let value: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Failure { code: 2, message: format!("the value is not JSON: {e}") })?;
-    let heap = Heap::open(&path, options)?;
-    let mut w = heap.write().map_err(txn_failure)?;
-    let p = resolve(|p| Ok(is_sequence(w.get(p)?)), &args)?;
-    w.set_creating(&p, &json::to_input(&value)).map_err(txn_failure)?;
-    w.commit().map_err(txn_failure)?;
-    heap.close().map_err(txn_failure)?;
+    let input = json::to_input(&value).map_err(|message| Failure { code: 2, message })?;
+    let heap = Heap::open(&path, options).map_err(|e| open_failure(&path, e))?;
+    let fail = txn_failure(&path);
+    let mut w = heap.write().map_err(fail)?;
+    let p = resolve(|p| Ok(is_sequence(w.get(p)?)), &args).map_err(fail)?;
+    w.set_creating(&p, &input).map_err(fail)?;
+    w.commit().map_err(fail)?;
+    heap.close().map_err(fail)?;
     Ok(())
 }
 
 fn del(path: PathBuf, keys: Vec<String>, options: Options) -> Result<(), Failure> {
-    let heap = Heap::open(&path, Options { create: false, ..options })?;
-    let mut w = heap.write().map_err(txn_failure)?;
-    let p = resolve(|p| Ok(is_sequence(w.get(p)?)), &keys)?;
-    w.del(&p).map_err(txn_failure)?;
-    w.commit().map_err(txn_failure)?;
-    heap.close().map_err(txn_failure)?;
+    let heap = Heap::open(&path, Options { create: false, ..options }).map_err(|e| open_failure(&path, e))?;
+    let fail = txn_failure(&path);
+    let mut w = heap.write().map_err(fail)?;
+    let p = resolve(|p| Ok(is_sequence(w.get(p)?)), &keys).map_err(fail)?;
+    w.del(&p).map_err(fail)?;
+    w.commit().map_err(fail)?;
+    heap.close().map_err(fail)?;
     Ok(())
 }
 
@@ -281,7 +464,8 @@ fn del(path: PathBuf, keys: Vec<String>, options: Options) -> Result<(), Failure
 fn collect(path: PathBuf, compact: bool, json: bool, options: Options) -> Result<(), Failure> {
     use eterna::gc::Phase;
     use indicatif::{ProgressBar, ProgressStyle};
-    let heap = Heap::open(&path, Options { create: false, auto_compact: false, ..options })?;
+    let heap = Heap::open(&path, Options { create: false, auto_compact: false, ..options })
+        .map_err(|e| open_failure(&path, e))?;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{msg:>9} [{bar:32}] {pos}/{len} objects ({elapsed})")
@@ -298,15 +482,16 @@ fn collect(path: PathBuf, compact: bool, json: bool, options: Options) -> Result
         bar.set_position(done);
     };
     let kind = if compact { eterna::gc::Kind::Compact } else { eterna::gc::Kind::Full };
-    let r = heap.collect(kind, &mut progress).map_err(txn_failure)?;
+    let fail = txn_failure(&path);
+    let r = heap.collect(kind, &mut progress).map_err(fail)?;
     bar.finish_and_clear();
-    heap.close().map_err(txn_failure)?;
+    heap.close().map_err(fail)?;
     if json {
-        println!("{}", r.to_json());
+        outln!("{}", r.to_json())?;
         return Ok(());
     }
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
-    println!(
+    outln!(
         "{}: {} in {:.2} s (marking {:.2} s): {} objects ({:.1} MiB) reachable",
         path.display(),
         if compact { "compacted" } else { "collected" },
@@ -314,22 +499,22 @@ fn collect(path: PathBuf, compact: bool, json: bool, options: Options) -> Result
         r.trace_seconds,
         r.objects_traced,
         mib(r.bytes_traced),
-    );
-    println!(
+    )?;
+    outln!(
         "  garbage freed: {} blocks ({:.1} MiB), {} shared entries dropped",
         r.garbage_blocks,
         mib(r.garbage_bytes),
         r.shared_dropped
-    );
+    )?;
     if compact {
-        println!(
+        outln!(
             "  moved: {} objects ({:.1} MiB) out of {} sparse pools",
             r.moved_blocks,
             mib(r.moved_bytes),
             r.pools_evacuated
-        );
+        )?;
     }
-    println!(
+    outln!(
         "  disk: {:.1} MiB -> {:.1} MiB{}",
         mib(r.disk_before),
         mib(r.disk_after),
@@ -341,7 +526,7 @@ fn collect(path: PathBuf, compact: bool, json: bool, options: Options) -> Result
         } else {
             String::new()
         }
-    );
+    )?;
     Ok(())
 }
 
@@ -352,9 +537,9 @@ fn bench(workload: Workload) -> Result<(), Failure> {
             let path = path.unwrap_or_else(|| dir.path().join("fragmentation.eterna"));
             let r = frag::run_eterna(pattern.into(), n, &path)?;
             if json {
-                println!("{r}");
+                outln!("{r}")?;
             } else {
-                println!(
+                outln!(
                     "fragmentation {}: n {} kept {}; disk returned {:.1} %, arenas reclaimed {:.1} %, \
                      RSS returned {:.1} %",
                     r["pattern"].as_str().unwrap_or(""),
@@ -363,7 +548,7 @@ fn bench(workload: Workload) -> Result<(), Failure> {
                     r["disk_returned_pct"].as_f64().unwrap_or(0.0),
                     r["arenas_reclaimed_pct"].as_f64().unwrap_or(0.0),
                     r["rss_returned_pct"].as_f64().unwrap_or(0.0),
-                );
+                )?;
             }
             Ok(())
         }

@@ -183,6 +183,12 @@ fn check_on_damaged_files_exits_0_or_1_and_never_crashes() {
         }
         let dump = eterna(&["dump", d.to_str().unwrap()]);
         assert!(dump.status.code().is_some(), "dump was killed by a signal");
+        // Damage found while reading is reported like damage found at open.
+        if !dump.status.success() {
+            let err = String::from_utf8_lossy(&dump.stderr);
+            assert_eq!(dump.status.code(), Some(2), "{err}");
+            assert!(err.starts_with(&format!("eterna: {}: ", d.display())), "{err}");
+        }
     }
     assert!(corrupt > 0, "no damage was found in 40 damaged files");
 }
@@ -247,4 +253,263 @@ fn writing_commands_give_up_on_a_held_writer_lock() {
     heap.close().unwrap();
     assert!(eterna(&["--wait", "0.2", "set", p, "k", "3"]).status.success());
     assert_eq!(String::from_utf8_lossy(&eterna(&["get", p, "k"]).stdout).trim(), "3");
+}
+
+/// Runs eterna with its stdout a pipe whose reading end is already closed (`| head` that
+/// has all it wanted): the command must end quietly, not panic.
+fn eterna_closed_stdout(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eterna"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_closed_stdout_ends_every_printing_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heap");
+    let p = path.to_str().unwrap();
+    // More than a pipe holds, so that the writes cannot all land in its buffer.
+    let items: Vec<String> = (0..15_000).map(|i| i.to_string()).collect();
+    for k in ["l", "m", "n"] {
+        assert!(eterna(&["set", p, k, &format!("[{}]", items.join(","))]).status.success());
+    }
+    for args in [
+        vec!["dump", p],
+        vec!["get", p, "l"],
+        vec!["stats", p],
+        vec!["stats", p, "--json"],
+        vec!["check", p],
+        vec!["gc", p],
+        vec!["compact", p, "--json"],
+    ] {
+        let out = eterna_closed_stdout(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{args:?}: {err}");
+    }
+    // A stdout that fails otherwise is an I/O error, said once.
+    if let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") {
+        let out = Command::new(env!("CARGO_BIN_EXE_eterna")).args(["dump", p]).stdout(full).output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("cannot write to standard output"));
+    }
+}
+
+fn text(out: &Output) -> String {
+    assert!(out.status.success(), "eterna failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn keys_and_values_may_start_with_a_hyphen_and_options_still_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heap");
+    let p = path.to_str().unwrap();
+    assert!(eterna(&["set", p, "l", "[1, 2, 3]"]).status.success());
+    // A negative list index, with and without `--`, with options before and after it.
+    assert_eq!(text(&eterna(&["get", p, "l", "-1"])), "3");
+    assert_eq!(text(&eterna(&["get", p, "l", "--", "-2"])), "2");
+    assert_eq!(text(&eterna(&["get", p, "l", "-1", "--wait", "1"])), "3");
+    assert_eq!(text(&eterna(&["--wait", "1", "get", p, "l", "-3"])), "1");
+    // A negative JSON value and keys that start with '-'.
+    assert!(eterna(&["set", p, "n", "-5"]).status.success());
+    assert_eq!(text(&eterna(&["get", p, "n"])), "-5");
+    assert!(eterna(&["set", p, "-k", "-x", "-1.5"]).status.success());
+    assert_eq!(text(&eterna(&["get", p, "-k", "-x"])), "-1.5");
+    assert!(eterna(&["set", p, "l", "-1", "-7"]).status.success());
+    assert_eq!(text(&eterna(&["get", p, "l"])), "[1,2,-7]");
+    // An option after the keys is an option, not a key.
+    assert!(eterna(&["set", p, "w", "3", "--wait", "0.5"]).status.success());
+    assert_eq!(text(&eterna(&["get", p, "w"])), "3");
+    assert!(eterna(&["del", p, "-k", "-x", "--wait=0.5"]).status.success());
+    assert_eq!(text(&eterna(&["get", p, "-k"])), "{}");
+    let help = eterna(&["get", p, "l", "--help"]);
+    assert!(text(&help).contains("Usage: eterna get"));
+    // A key spelled like an option goes after `--`; a mistyped option is refused, not
+    // taken for a key.
+    assert!(eterna(&["set", p, "--", "--wait", "1"]).status.success());
+    assert_eq!(text(&eterna(&["get", p, "--", "--wait"])), "1");
+    let typo = eterna(&["set", p, "w", "4", "--wiat", "1"]);
+    assert_eq!(typo.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("--wiat"));
+    assert_eq!(text(&eterna(&["get", p, "w"])), "3");
+    let dump = json(&eterna(&["dump", p]));
+    assert_eq!(dump.as_object().unwrap().keys().collect::<Vec<_>>(), ["l", "n", "-k", "w", "--wait"]);
+}
+
+/// `PATH-lock`, the reader table the core keeps beside a heap.
+fn lock_file(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-lock");
+    name.into()
+}
+
+#[test]
+fn a_failed_open_leaves_no_lock_file_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("heap");
+    let g = good.to_str().unwrap();
+    assert!(eterna(&["set", g, "k", "[1, 2, 3]"]).status.success());
+    let bytes = std::fs::read(&good).unwrap();
+    // Cut inside the header page, after the control pages, and a file that is no heap.
+    for (name, content) in [
+        ("short", bytes[..5000].to_vec()),
+        ("truncated", bytes[..100_000].to_vec()),
+        ("text", b"not a heap at all".to_vec()),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &content).unwrap();
+        let p = path.to_str().unwrap();
+        for args in [
+            vec!["get", p, "k"],
+            vec!["dump", p],
+            vec!["stats", p],
+            vec!["check", p],
+            vec!["gc", p],
+            vec!["compact", p],
+            vec!["del", p, "k"],
+            vec!["set", p, "k", "1"],
+        ] {
+            let out = eterna(&args);
+            assert_ne!(out.status.code(), Some(0), "{args:?}");
+            assert!(!lock_file(&path).exists(), "{args:?} left {}-lock behind", name);
+            assert_eq!(std::fs::read(&path).unwrap(), content, "{args:?} changed the file");
+        }
+    }
+    // A lock file that was there before stays.
+    let path = dir.path().join("short");
+    std::fs::copy(lock_file(&good), lock_file(&path)).unwrap();
+    assert_ne!(eterna(&["get", path.to_str().unwrap()]).status.code(), Some(0));
+    assert!(lock_file(&path).exists());
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
+}
+
+#[test]
+fn open_errors_name_the_path_and_say_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let missing = dir.path().join("missing");
+    let m = missing.to_str().unwrap();
+    let text = dir.path().join("text");
+    std::fs::write(&text, "not a heap, only words, long enough for a header to be read from it").unwrap();
+    let t = text.to_str().unwrap();
+    let nodir = dir.path().join("nodir").join("heap");
+    let n = nodir.to_str().unwrap();
+    let reading: [&[&str]; 7] =
+        [&["get"], &["dump"], &["stats"], &["del", "k"], &["gc"], &["compact"], &["stats", "--json"]];
+    for args in reading.iter().chain([&["set", "k", "1"][..]].iter()) {
+        let run = |path: &str| {
+            let mut a = vec![args[0], path];
+            a.extend(&args[1..]);
+            eterna(&a)
+        };
+        let out = run(d);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(stderr(&out), format!("eterna: {d}: is a directory, not a heap file"), "{args:?}");
+        let out = run(t);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(stderr(&out), format!("eterna: {t}: not an eterna heap (bad magic)"), "{args:?}");
+        let out = run(n);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let parent = nodir.parent().unwrap().display();
+        assert_eq!(stderr(&out), format!("eterna: {n}: there is no directory {parent}"), "{args:?}");
+        if args[0] != "set" {
+            let out = run(m);
+            assert_eq!(out.status.code(), Some(2), "{args:?}");
+            assert_eq!(stderr(&out), format!("eterna: {m}: no such file"), "{args:?}");
+        }
+    }
+    // `check` words them the same, with its own exit codes: 2 for what it cannot read, 1
+    // for what is not a heap.
+    let out = eterna(&["check", d]);
+    assert_eq!(
+        (out.status.code(), stderr(&out)),
+        (Some(2), format!("eterna: {d}: is a directory, not a heap file"))
+    );
+    let out = eterna(&["check", m]);
+    assert_eq!((out.status.code(), stderr(&out)), (Some(2), format!("eterna: {m}: no such file")));
+    let out = eterna(&["check", t]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with(&format!("eterna: {t}: not an eterna heap")), "{}", stderr(&out));
+}
+
+#[test]
+fn a_damaged_file_says_so_and_points_at_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("heap");
+    assert!(eterna(&["set", good.to_str().unwrap(), "k", "[1, 2, 3]"]).status.success());
+    let bytes = std::fs::read(&good).unwrap();
+    let mut bad_header = bytes.clone();
+    bad_header[40] ^= 0x10; // inside the checksummed header
+    for (name, content, what) in [
+        ("bad-header", bad_header, "file header checksum mismatch"),
+        ("cut", bytes[..5000].to_vec(), "5000 bytes"),
+        ("truncated", bytes[..100_000].to_vec(), "truncated"),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &content).unwrap();
+        let p = path.to_str().unwrap();
+        let check = eterna(&["check", p]);
+        assert_eq!(check.status.code(), Some(1), "check {name}: {}", stderr(&check));
+        assert!(stderr(&check).starts_with(&format!("eterna: {p}: ")), "{}", stderr(&check));
+        for args in
+            [vec!["get", p, "k"], vec!["dump", p], vec!["stats", p], vec!["set", p, "k", "1"], vec!["gc", p]]
+        {
+            let out = eterna(&args);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+            assert!(err.starts_with(&format!("eterna: {p}: the file is damaged (")), "{args:?}: {err}");
+            assert!(err.contains(what), "{args:?}: {err}");
+            assert!(err.ends_with(&format!("run `eterna check {p}` for details")), "{args:?}: {err}");
+            assert!(!err.contains("Checksum"), "{args:?}: {err}");
+        }
+    }
+    let help = text(&eterna(&["--help"]));
+    assert!(help.contains("Exit codes:") && help.contains("eterna check PATH"), "{help}");
+}
+
+#[test]
+fn json_numbers_beyond_a_float_are_stored_as_infinity_not_nan() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heap");
+    let p = path.to_str().unwrap();
+    // Python: json.loads('1e400') == inf, json.loads('-1e400') == -inf.
+    assert!(eterna(&["set", p, "n", "f", "1e400"]).status.success());
+    assert!(eterna(&["set", p, "n", "g", "-1e400"]).status.success());
+    assert!(eterna(&["set", p, "n", "l", "[1e400, 1e-400, 1.5]"]).status.success());
+    let n = json(&eterna(&["get", p, "n"]));
+    assert_eq!(
+        n,
+        serde_json::json!({"f": {"$float": "inf"}, "g": {"$float": "-inf"}, "l": [{"$float": "inf"}, 0.0, 1.5]})
+    );
+    assert!(!text(&eterna(&["dump", p])).contains("nan"));
+    let help = text(&eterna(&["set", "--help"]));
+    assert!(help.contains("inf, as in Python's json"), "{help}");
+}
+
+#[test]
+fn a_wrong_type_error_names_the_path_of_the_value_that_is_not_a_dict() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heap");
+    let p = path.to_str().unwrap();
+    assert!(eterna(&["set", p, "a", "b", "c", "1"]).status.success());
+    for args in [vec!["set", p, "a", "b", "c", "d", "1"], vec!["set", p, "a", "b", "c", "d", "e", "1"]] {
+        let out = eterna(&args);
+        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(stderr(&out), "eterna: root[\"a\"][\"b\"][\"c\"] is an int, not a container", "{args:?}");
+    }
+    for args in [vec!["get", p, "a", "b", "c", "d"], vec!["del", p, "a", "b", "c", "d"]] {
+        let out = eterna(&args);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(stderr(&out).starts_with("eterna: root[\"a\"][\"b\"][\"c\"] is an int, not a "), "{args:?}");
+    }
+    assert_eq!(json(&eterna(&["dump", p])), serde_json::json!({"a": {"b": {"c": 1}}}));
 }

@@ -192,6 +192,24 @@ fn rebuild_error(e: crate::alloc::RebuildError) -> TxnError {
     }
 }
 
+/// The committed state as the file behind `readmap` says now.
+fn committed_meta(readmap: &ReadMap) -> Result<Meta, OpenError> {
+    let v = readmap.view(CONTROL_RESERVED)?;
+    let m = v.as_slice();
+    let slots = [0, 1].map(|i| {
+        let at = meta_slot_offset(i) as usize;
+        Meta::decode(&m[at..at + META_LEN])
+    });
+    let (_, meta) = Meta::current(slots)
+        .ok_or_else(|| Corruption::new(meta_slot_offset(0), "neither meta slot is valid"))?;
+    let need = (meta.arenas + 1) * ARENA;
+    let len = readmap.file_len()?;
+    if len < need {
+        return Err(OpenError::Truncated { len, expected: need });
+    }
+    Ok(meta)
+}
+
 fn open_error(e: OpenError) -> TxnError {
     match e {
         OpenError::Io(e) => TxnError::Io(e),
@@ -226,9 +244,17 @@ impl Heap {
                 crate::format::HeaderError::Version(found) => {
                     OpenError::UnsupportedVersion { found, supported: crate::format::FORMAT_VERSION }
                 }
+                // Worded as `Allocator::open` and `eterna check` word it.
+                crate::format::HeaderError::Checksum => {
+                    OpenError::Corrupt(Corruption::new(0, "file header checksum mismatch"))
+                }
                 other => OpenError::Corrupt(Corruption::new(0, format!("bad header: {other:?}"))),
             })?
         };
+        // Check the committed state once up front, so that a bad file is an error here
+        // rather than at the first read, and before the reader table is created: a file
+        // that does not open leaves no `PATH-lock` behind.
+        committed_meta(&readmap)?;
         let table = LockTable::open(path)?;
         let heap = Heap {
             path: path.to_path_buf(),
@@ -241,9 +267,6 @@ impl Heap {
             writer: Arc::new(Mutex::new(None)),
             in_txn: AtomicUsize::new(0),
         };
-        // Check the committed state once up front, so that a bad file is an error here
-        // rather than at the first read.
-        heap.current_meta()?;
         Ok(heap)
     }
 
@@ -342,20 +365,7 @@ impl Heap {
 
     /// The committed state as the file says now.
     fn current_meta(&self) -> Result<Meta, OpenError> {
-        let v = self.readmap.view(CONTROL_RESERVED)?;
-        let m = v.as_slice();
-        let slots = [0, 1].map(|i| {
-            let at = meta_slot_offset(i) as usize;
-            Meta::decode(&m[at..at + META_LEN])
-        });
-        let (_, meta) = Meta::current(slots)
-            .ok_or_else(|| Corruption::new(meta_slot_offset(0), "neither meta slot is valid"))?;
-        let need = (meta.arenas + 1) * ARENA;
-        let len = self.readmap.file_len()?;
-        if len < need {
-            return Err(OpenError::Truncated { len, expected: need });
-        }
-        Ok(meta)
+        committed_meta(&self.readmap)
     }
 
     /// This process's snapshot registry; in a child forked after `open`, a fresh one (the

@@ -57,7 +57,9 @@ impl fmt::Display for TxnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TxnError::NotFound { path } => write!(f, "{path} not found"),
-            TxnError::WrongType { path, found, wanted } => write!(f, "{path} is a {found}, not a {wanted}"),
+            TxnError::WrongType { path, found, wanted } => {
+                write!(f, "{path} is {} {found}, not {} {wanted}", article(found), article(wanted))
+            }
             TxnError::Unhashable { path, type_name } => write!(f, "unhashable type: '{type_name}' at {path}"),
             TxnError::IndexOutOfRange { path, index, len } => {
                 write!(f, "index {index} out of range at {path} (length {len})")
@@ -113,30 +115,67 @@ impl From<StoreError> for TxnError {
     }
 }
 
+/// "an" before a type name that starts with a vowel ("an int"), else "a".
+fn article(name: &str) -> &'static str {
+    if name.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
 /// Renders a key path the way Python would index it: `["a"][0]["b"]`.
 pub fn render_path(path: &[Key]) -> String {
     let mut s = String::from("root");
     for k in path {
-        match k {
-            Key::Str(t) => s.push_str(&format!("[{t:?}]")),
-            Key::Int(i) => s.push_str(&format!("[{i}]")),
-            Key::Bool(b) => s.push_str(if *b { "[True]" } else { "[False]" }),
-            Key::None => s.push_str("[None]"),
-            Key::Float(f) => s.push_str(&format!("[{f}]")),
-            other => s.push_str(&format!("[<{}>]", other.type_name())),
-        }
+        push_key(&mut s, k);
     }
     s
 }
 
-fn container_error(e: ContainerError, path: &[Key]) -> TxnError {
-    let p = render_path(path);
+fn push_key(s: &mut String, k: &Key) {
+    match k {
+        Key::Str(t) => s.push_str(&format!("[{t:?}]")),
+        Key::Int(i) => s.push_str(&format!("[{i}]")),
+        Key::Bool(b) => s.push_str(if *b { "[True]" } else { "[False]" }),
+        Key::None => s.push_str("[None]"),
+        Key::Float(f) => s.push_str(&format!("[{f}]")),
+        other => s.push_str(&format!("[<{}>]", other.type_name())),
+    }
+}
+
+/// The error of an operation on the container at `container`, with `key` when the
+/// operation was on one of its items. A value that is not the container the operation
+/// needs is named by its own path, `container`; a missing or mistyped key by the path
+/// through the key.
+fn container_error(e: ContainerError, container: &[Key], key: Option<&Key>) -> TxnError {
+    let through_key = || {
+        let mut p = render_path(container);
+        if let Some(k) = key {
+            push_key(&mut p, k);
+        }
+        p
+    };
     match e {
-        ContainerError::NotFound => TxnError::NotFound { path: p },
-        ContainerError::WrongType { found, wanted } => TxnError::WrongType { path: p, found, wanted },
-        ContainerError::Unhashable(t) => TxnError::Unhashable { path: p, type_name: t },
-        ContainerError::IndexOutOfRange { index, len } => TxnError::IndexOutOfRange { path: p, index, len },
-        ContainerError::Input(e) => input_error(e, path),
+        ContainerError::NotFound => TxnError::NotFound { path: through_key() },
+        ContainerError::WrongType { found, wanted } => {
+            TxnError::WrongType { path: render_path(container), found, wanted }
+        }
+        ContainerError::KeyType { found, wanted } => {
+            TxnError::WrongType { path: through_key(), found, wanted }
+        }
+        ContainerError::Unhashable(t) => TxnError::Unhashable { path: through_key(), type_name: t },
+        ContainerError::IndexOutOfRange { index, len } => {
+            TxnError::IndexOutOfRange { path: through_key(), index, len }
+        }
+        ContainerError::Input(e) => match key {
+            Some(k) => {
+                let mut full = container.to_vec();
+                full.push(k.clone());
+                input_error(e, &full)
+            }
+            None => input_error(e, container),
+        },
         ContainerError::Store(e) => e.into(),
     }
 }
@@ -355,7 +394,7 @@ impl WriteState {
             let mut chain = Vec::with_capacity(path.len());
             for (i, k) in path.iter().enumerate() {
                 let child = container_get(tx.mem(), seed, c, k)
-                    .map_err(|e| container_error(e, &path[..=i]))?
+                    .map_err(|e| container_error(e, &path[..i], Some(k)))?
                     .ok_or_else(|| TxnError::NotFound { path: render_path(&path[..=i]) })?;
                 chain.push((c, owned, child));
                 c = child;
@@ -367,7 +406,7 @@ impl WriteState {
                     return Ok((None, r));
                 }
                 let (np, _) = container_set(&mut tx, parent, &path[i], new, powned)
-                    .map_err(|e| container_error(e, &path[..=i]))?;
+                    .map_err(|e| container_error(e, &path[..i], Some(&path[i])))?;
                 new = np;
             }
             Ok((Some(new), r))
@@ -409,7 +448,8 @@ impl WriteState {
         }
         let w = self.build(alloc, seed, value, path)?;
         self.modify(alloc, seed, parent, |tx, c, owned| {
-            let (nc, old) = container_set(tx, c, last, w, owned).map_err(|e| container_error(e, path))?;
+            let (nc, old) =
+                container_set(tx, c, last, w, owned).map_err(|e| container_error(e, parent, Some(last)))?;
             if let (Some(old), true) = (old, owned) {
                 walk::release(tx, old)?;
             }
@@ -478,7 +518,8 @@ impl WriteState {
             return Err(TxnError::WrongType { path: "root".into(), found: "dict", wanted: "deletable item" });
         };
         self.modify(alloc, seed, parent, |tx, c, owned| {
-            let (nc, removed) = container_del(tx, c, last, owned).map_err(|e| container_error(e, path))?;
+            let (nc, removed) =
+                container_del(tx, c, last, owned).map_err(|e| container_error(e, parent, Some(last)))?;
             if owned {
                 for w in removed {
                     walk::release(tx, w)?;
@@ -506,7 +547,7 @@ impl WriteState {
         }
         self.modify(alloc, seed, path, |tx, c, owned| {
             let (nc, removed) =
-                list_splice(tx, c, start, del, &ws, owned).map_err(|e| container_error(e, path))?;
+                list_splice(tx, c, start, del, &ws, owned).map_err(|e| container_error(e, path, None))?;
             if owned {
                 for w in removed {
                     walk::release(tx, w)?;
@@ -525,7 +566,7 @@ impl WriteState {
         key: &Key,
     ) -> Result<bool, TxnError> {
         self.modify(alloc, seed, path, |tx, c, owned| {
-            set_add(tx, c, key, owned).map_err(|e| container_error(e, path))
+            set_add(tx, c, key, owned).map_err(|e| container_error(e, path, None))
         })
     }
 
@@ -568,7 +609,7 @@ pub fn word_at(mem: &[u8], seed: u64, root: Word, path: &[Key]) -> Result<Option
     }
     let mut w = root;
     for (i, k) in path.iter().enumerate() {
-        match container_get(mem, seed, w, k).map_err(|e| container_error(e, &path[..=i]))? {
+        match container_get(mem, seed, w, k).map_err(|e| container_error(e, &path[..i], Some(k)))? {
             Some(c) => w = c,
             None => return Ok(None),
         }

@@ -287,3 +287,31 @@ fn a_thread_in_a_write_transaction_gets_an_error_not_a_deadlock() {
     w.commit().unwrap();
     heap.close().unwrap();
 }
+
+#[test]
+fn a_wrong_type_error_names_the_value_that_is_not_a_container() {
+    let dir = tempfile::tempdir().unwrap();
+    let heap = Heap::open(dir.path().join("heap"), Options::default()).unwrap();
+    let mut w = heap.write().unwrap();
+    w.set_creating(&[k("a"), k("b"), k("c")], &Input::Int(1)).unwrap();
+    w.set(&[k("l")], &Input::List(vec![Input::Int(1)])).unwrap();
+    w.set(&[k("s")], &s("a str longer than seven bytes")).unwrap();
+    let msg = |r: Result<(), eterna::TxnError>| r.unwrap_err().to_string();
+    // The int is at root["a"]["b"]["c"], whichever key comes after it.
+    let int_at_c = "root[\"a\"][\"b\"][\"c\"] is an int, not a container";
+    assert_eq!(msg(w.set(&[k("a"), k("b"), k("c"), k("d")], &Input::Int(1))), int_at_c);
+    assert_eq!(msg(w.set_creating(&[k("a"), k("b"), k("c"), k("d"), k("e")], &Input::Int(1))), int_at_c);
+    assert_eq!(msg(w.del(&[k("a"), k("b"), k("c"), k("d")])), int_at_c);
+    assert_eq!(w.get(&[k("a"), k("b"), k("c"), k("d")]).unwrap_err().to_string(), int_at_c);
+    assert_eq!(
+        msg(w.set(&[k("s"), k("x")], &Input::Int(1))),
+        "root[\"s\"] is a str, not a dict, list or record"
+    );
+    assert_eq!(msg(w.append(&[k("a"), k("b")], &Input::Int(1))), "root[\"a\"][\"b\"] is a dict, not a list");
+    assert_eq!(msg(w.set_add(&[k("l")], &Key::Int(1)).map(|_| ())), "root[\"l\"] is a list, not a set");
+    // A key of the wrong kind is named through the key.
+    assert_eq!(
+        msg(w.set(&[k("l"), k("x")], &Input::Int(1))),
+        "root[\"l\"][\"x\"] is a str, not a list index (int)"
+    );
+}

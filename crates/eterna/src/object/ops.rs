@@ -9,7 +9,7 @@ use super::layout::*;
 use super::store::{put, Store, StoreError};
 use super::value::{dict_order, header_word, list_rope};
 use super::vector::Vector;
-use super::word::Word;
+use super::word::{Imm, Word};
 use crate::error::Corruption;
 use std::fmt;
 
@@ -20,6 +20,8 @@ pub enum ContainerError {
     NotFound,
     /// The value is not a container of the kind the operation needs.
     WrongType { found: &'static str, wanted: &'static str },
+    /// The key is not of the kind the container needs (a list index that is not an int).
+    KeyType { found: &'static str, wanted: &'static str },
     /// A dict key or set element that cannot be hashed.
     Unhashable(&'static str),
     /// A list index past the end.
@@ -35,6 +37,7 @@ impl fmt::Display for ContainerError {
         match self {
             ContainerError::NotFound => write!(f, "not found"),
             ContainerError::WrongType { found, wanted } => write!(f, "{found} is not a {wanted}"),
+            ContainerError::KeyType { found, wanted } => write!(f, "key of type {found} is not a {wanted}"),
             ContainerError::Unhashable(t) => write!(f, "unhashable type: '{t}'"),
             ContainerError::IndexOutOfRange { index, len } => {
                 write!(f, "index {index} out of range for length {len}")
@@ -88,6 +91,19 @@ fn type_name(t: Option<u8>) -> &'static str {
     }
 }
 
+/// The type name of an inline value (what `obj_type` gives `None` for).
+fn inline_type_name(w: Word) -> &'static str {
+    match w.decode() {
+        Imm::None => "NoneType",
+        Imm::Bool(_) => "bool",
+        Imm::Int(_) => "int",
+        Imm::Float(_) => "float",
+        Imm::Str(..) => "str",
+        Imm::Bytes(..) => "bytes",
+        Imm::Empty | Imm::Ref(_) | Imm::Invalid => "scalar",
+    }
+}
+
 /// An empty dict, created in this transaction.
 pub fn dict_new<S: Store>(s: &mut S) -> Result<Word, StoreError> {
     Ok(Word::reference(put(s, None, &dict_image(0, Word::EMPTY, &Vector::empty(2)), true)?))
@@ -97,7 +113,7 @@ fn index_of(key: &Key, len: u64) -> Result<u64, ContainerError> {
     let i = match key {
         Key::Int(i) => *i,
         Key::Bool(b) => *b as i64,
-        _ => return Err(ContainerError::WrongType { found: key.type_name(), wanted: "list index (int)" }),
+        _ => return Err(ContainerError::KeyType { found: key.type_name(), wanted: "list index (int)" }),
     };
     let j = if i < 0 { i + len as i64 } else { i };
     if j < 0 || j as u64 >= len {
@@ -108,7 +124,7 @@ fn index_of(key: &Key, len: u64) -> Result<u64, ContainerError> {
 
 fn record_field(mem: &[u8], off: u64, key: &Key) -> Result<Option<usize>, ContainerError> {
     let Key::Str(name) = key else {
-        return Err(ContainerError::WrongType { found: key.type_name(), wanted: "field name (str)" });
+        return Err(ContainerError::KeyType { found: key.type_name(), wanted: "field name (str)" });
     };
     let names = header_word(mem, off, 16)?;
     let Some(noff) = names.as_ref() else {
@@ -129,7 +145,7 @@ fn record_field(mem: &[u8], off: u64, key: &Key) -> Result<Option<usize>, Contai
 pub fn container_get(mem: &[u8], seed: u64, c: Word, key: &Key) -> Result<Option<Word>, ContainerError> {
     let t = obj_type(mem, c)?;
     let Some(off) = c.as_ref() else {
-        return Err(ContainerError::WrongType { found: type_name(t), wanted: "container" });
+        return Err(ContainerError::WrongType { found: inline_type_name(c), wanted: "container" });
     };
     match t {
         Some(ty::DICT) => {
@@ -186,7 +202,7 @@ pub fn container_set<S: Store>(
 ) -> Result<(Word, Option<Word>), ContainerError> {
     let t = obj_type(s.mem(), c)?;
     let Some(off) = c.as_ref() else {
-        return Err(ContainerError::WrongType { found: type_name(t), wanted: "container" });
+        return Err(ContainerError::WrongType { found: inline_type_name(c), wanted: "container" });
     };
     match t {
         Some(ty::DICT) => dict_set(s, off, key, value, owned),
@@ -277,7 +293,7 @@ pub fn container_del<S: Store>(
     let seed = s.seed();
     let t = obj_type(s.mem(), c)?;
     let Some(off) = c.as_ref() else {
-        return Err(ContainerError::WrongType { found: type_name(t), wanted: "container" });
+        return Err(ContainerError::WrongType { found: inline_type_name(c), wanted: "container" });
     };
     match t {
         Some(ty::DICT) => {
@@ -362,7 +378,8 @@ pub fn list_splice<S: Store>(
 ) -> Result<(Word, Vec<Word>), ContainerError> {
     let t = obj_type(s.mem(), c)?;
     let (Some(off), Some(ty::LIST)) = (c.as_ref(), t) else {
-        return Err(ContainerError::WrongType { found: type_name(t), wanted: "list" });
+        let found = if t.is_none() { inline_type_name(c) } else { type_name(t) };
+        return Err(ContainerError::WrongType { found, wanted: "list" });
     };
     let mut r = list_rope(s.mem(), off)?;
     if start > r.len || start + del > r.len {
@@ -385,7 +402,8 @@ pub fn set_add<S: Store>(s: &mut S, c: Word, key: &Key, owned: bool) -> Result<(
     let seed = s.seed();
     let t = obj_type(s.mem(), c)?;
     let (Some(off), Some(ty::SET)) = (c.as_ref(), t) else {
-        return Err(ContainerError::WrongType { found: type_name(t), wanted: "set" });
+        let found = if t.is_none() { inline_type_name(c) } else { type_name(t) };
+        return Err(ContainerError::WrongType { found, wanted: "set" });
     };
     let root = header_word(s.mem(), off, SET_ROOT)?;
     let len = get_u64(slice(s.mem(), off, SET_SIZE)?, SET_LEN);
