@@ -457,21 +457,18 @@ class Set(_Proxy, MutableSet):
         """Removes every element, as one transaction."""
         self._write(lambda h: h.set(self._path, set(), _plain))
 
-    def __ior__(self, other: Any) -> Set:
-        self._atomically(lambda s: MutableSet.__ior__(s, other))
-        return self
+    def _in_place(op):  # noqa: N805 (a helper of the class body, not a method)
+        def method(self, other: Any) -> Set:
+            self._atomically(lambda s: op(s, other))  # |=, &=, ^=, -=: one transaction
+            return self
+        method.__name__ = op.__name__
+        return method
 
-    def __iand__(self, other: Any) -> Set:
-        self._atomically(lambda s: MutableSet.__iand__(s, other))
-        return self
-
-    def __ixor__(self, other: Any) -> Set:
-        self._atomically(lambda s: MutableSet.__ixor__(s, other))
-        return self
-
-    def __isub__(self, other: Any) -> Set:
-        self._atomically(lambda s: MutableSet.__isub__(s, other))
-        return self
+    __ior__ = _in_place(MutableSet.__ior__)
+    __iand__ = _in_place(MutableSet.__iand__)
+    __ixor__ = _in_place(MutableSet.__ixor__)
+    __isub__ = _in_place(MutableSet.__isub__)
+    del _in_place
 
     def discard(self, key: Any) -> None:
         def op(h):
