@@ -495,7 +495,9 @@ class Record(_Proxy):
         return self._read(lambda h: h.type_name(self._path), one=True)
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
+        # Dunder names are Python's protocols (copy, pickle, ...) probing the object, never
+        # fields; `_x` fields are read like any other.
+        if name.startswith("__") and name.endswith("__"):
             raise AttributeError(name)
         if self._off is not None:
             try:

@@ -12,6 +12,7 @@ from collections.abc import MutableMapping, MutableSequence, MutableSet
 import pytest
 
 import eterna
+from eterna import Detached
 
 
 @pytest.fixture
@@ -248,6 +249,8 @@ def test_records_and_unwrap(db):
     assert eterna.unwrap(db.root["f"]) == Frob(foo=1, bar=2)
     with pytest.raises(AttributeError):
         p.nope
+    db.root["u"] = Detached("Under", {"_hidden": 1, "shown": 2})
+    assert db.root["u"]._hidden == 1 and db.root["u"].shown == 2
 
 
 def test_unsupported_values_name_type_and_place_and_write_nothing(db):
