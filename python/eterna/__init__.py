@@ -286,10 +286,11 @@ class Dict(_Proxy, MutableMapping):
         except KeyError:
             raise KeyError(key) from None
 
-    def __setitem__(self, key: Any, value: Any) -> None:
+    def _setitem(self, key: Any, value: Any) -> None:
+        # `d[key] = value` (the native base stores most values inside a transaction itself).
         self._store(key, value)
 
-    def __delitem__(self, key: Any) -> None:
+    def _delitem(self, key: Any) -> None:
         try:
             self._write(lambda h: h.delete(self._path + (key,)))
         except KeyError:
@@ -442,6 +443,12 @@ class Set(_Proxy, MutableSet):
     def __getitem__(self, key: Any) -> Any:
         raise TypeError("'Set' object is not subscriptable")
 
+    def __setitem__(self, key: Any, value: Any) -> None:
+        raise TypeError("'Set' object does not support item assignment")
+
+    def __delitem__(self, key: Any) -> None:
+        raise TypeError("'Set' object does not support item deletion")
+
     def __iter__(self) -> Iterator:
         return iter(self._read(lambda h: h.members(self._path)))
 
@@ -487,6 +494,12 @@ class Record(_Proxy):
     def __getitem__(self, key: Any) -> Any:
         raise TypeError("'Record' object is not subscriptable; read fields as attributes")
 
+    def __setitem__(self, key: Any, value: Any) -> None:
+        raise TypeError("'Record' object does not support item assignment; set fields as attributes")
+
+    def __delitem__(self, key: Any) -> None:
+        raise TypeError("'Record' object does not support item deletion")
+
     def __contains__(self, key: Any) -> bool:
         raise TypeError("'Record' object is not a container; read fields as attributes")
 
@@ -527,7 +540,7 @@ class Record(_Proxy):
 
 
 _KINDS = {"dict": Dict, "list": List, "set": Set, "record": Record}
-_eterna._register_proxies(Dict, List, Set, Record, _build)
+_eterna._register_proxies(Dict, List, Set, Record, _build, _plain)
 
 
 class Database:

@@ -123,6 +123,10 @@ def test_reads_agree_outside_in_a_transaction_and_in_a_snapshot(db):
             d[(1, "t")]["inner"][2]
         with pytest.raises(TypeError, match="not subscriptable"):
             d["r"]["foo"]
+        with pytest.raises(TypeError, match="item assignment"):
+            d[(1, "t")]["inner"][2] = 1
+        with pytest.raises(TypeError, match="item assignment"):
+            d["r"]["foo"] = 1
         return got
 
     outside = reads(db.root)

@@ -436,7 +436,7 @@ fn to_py_at<'py>(
             // Inside a tuple (`deep` is None there) a record comes back detached, built by
             // the registered builder, as the tuple around it is.
             let registered = match deep {
-                Some(b) if b.is_none() => KINDS.get(py).map(|k| k[4].bind(py).clone()),
+                Some(b) if b.is_none() => KINDS.get(py).map(|k| k[BUILD].bind(py).clone()),
                 _ => None,
             };
             match registered.as_ref().or(deep.filter(|b| !b.is_none())) {
@@ -850,10 +850,15 @@ reads!(Snap, {
     }
 });
 
-/// The proxy classes (`eterna.Dict`, `List`, `Set`, `Record`), by kind, and the function
-/// that rebuilds a record detached from the heap, which the Python package registers when
-/// it is imported.
-static KINDS: pyo3::sync::PyOnceLock<[Py<PyAny>; 5]> = pyo3::sync::PyOnceLock::new();
+/// The proxy classes (`eterna.Dict`, `List`, `Set`, `Record`), by kind, the function that
+/// rebuilds a record detached from the heap, and the one that turns any other value into a
+/// storable one (`records` of `Txn.set`), which the Python package registers when it is
+/// imported.
+static KINDS: pyo3::sync::PyOnceLock<[Py<PyAny>; 6]> = pyo3::sync::PyOnceLock::new();
+
+/// Where `KINDS` keeps the record builder and the value converter.
+const BUILD: usize = 4;
+const PLAIN: usize = 5;
 
 /// Registers the proxy classes that containers read back are wrapped in, and the record
 /// builder for records inside tuples (which come back detached, like the tuple).
@@ -865,17 +870,19 @@ fn _register_proxies(
     set: Py<PyAny>,
     record: Py<PyAny>,
     build: Py<PyAny>,
+    plain: Py<PyAny>,
 ) {
     // A second import (in a subinterpreter, say) keeps the first registration.
-    let _ = KINDS.set(py, [dict, list, set, record, build]);
+    let _ = KINDS.set(py, [dict, list, set, record, build, plain]);
 }
 
 /// The base of the Python proxies: where a container is. `h` is the transaction or snapshot
 /// the proxy belongs to (None: each access uses its own), `path` its keys from the root, and
-/// in a snapshot `off` its offset (a snapshot's containers never move). The hot reads of
-/// a dict (`d[k]`, `k in d`, `len(d)`) run here in one native call inside a transaction or
-/// snapshot; everything else, and every access outside one, is the Python subclass's
-/// (`_getitem`, `_contains`, `_len`).
+/// in a snapshot `off` its offset (a snapshot's containers never move). The hot operations
+/// of a dict (`d[k]`, `k in d`, `len(d)`, and in a transaction `d[k] = v`, `del d[k]`) run
+/// here in one native call inside a transaction or snapshot; everything else, and every
+/// access outside one, is the Python subclass's (`_getitem`, `_contains`, `_len`,
+/// `_setitem`, `_delitem`).
 #[pyclass(subclass, frozen, module = "eterna._eterna")]
 struct Proxy {
     #[pyo3(get, name = "_db")]
@@ -959,6 +966,49 @@ impl Proxy {
             };
         }
         slf.call_method1("_getitem", (key,))
+    }
+
+    /// A dict's `d[key] = value`: in a transaction, stored at once (a proxy as the value,
+    /// which may be stored by reference, is left to the Python layer).
+    fn __setitem__(slf: &Bound<'_, Self>, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let me = slf.get();
+        let h = me.h.bind(py);
+        let (Ok(txn), Err(_), Some(kinds)) = (h.cast::<Txn>(), value.cast::<Proxy>(), KINDS.get(py)) else {
+            return slf.call_method1("_setitem", (key, value)).map(drop);
+        };
+        let mut p = path_of(me.path.bind(py))?;
+        p.push(key_owned(key, "a key")?);
+        let mut at = At::new(&p);
+        // Converted before the transaction is borrowed (see `Txn::set`).
+        let input = input_of(value, &mut at, kinds[PLAIN].bind(py))?;
+        let result = txn.try_borrow_mut()?.txn_mut()?.set(&p, &input);
+        match result {
+            Ok(()) => Ok(()),
+            // Not a dict any more, or a record without that field: the Python layer words it.
+            Err(TxnError::WrongType { .. } | TxnError::NotFound { .. }) => {
+                slf.call_method1("_setitem", (key, value)).map(drop)
+            }
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    /// A dict's `del d[key]`: in a transaction, deleted at once.
+    fn __delitem__(slf: &Bound<'_, Self>, key: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let me = slf.get();
+        let Ok(txn) = me.h.bind(py).cast::<Txn>() else {
+            return slf.call_method1("_delitem", (key,)).map(drop);
+        };
+        let mut p = path_of(me.path.bind(py))?;
+        p.push(key_owned(key, "a key")?);
+        let result = txn.try_borrow_mut()?.txn_mut()?.del(&p);
+        match result {
+            Ok(()) => Ok(()),
+            Err(TxnError::NotFound { .. }) => Err(PyKeyError::new_err(key.clone().unbind())),
+            Err(TxnError::WrongType { .. }) => slf.call_method1("_delitem", (key,)).map(drop),
+            Err(e) => Err(err(e)),
+        }
     }
 
     /// `key in d` for a dict or set.

@@ -27,7 +27,7 @@ pub const SLOTS: usize = ((TABLE_LEN - HEAD) / SLOT) as usize;
 
 // Header fields.
 const H_HIGH: u64 = 16; // u64: slots below this index have ever been claimed
-const H_WANT: u64 = 24; // u64: when a process last asked for the writer lock (ms, CLOCK_MONOTONIC), 0 never
+const H_WANT: u64 = 24; // u64: when a process last asked for the writer lock (ms since 1970), 0 never
 
 /// How long a request for the writer lock counts without being renewed: a waiting process
 /// renews it every few milliseconds, so one that gave up or died stops counting soon.
@@ -134,13 +134,13 @@ impl LockTable {
     /// over at the end of its transaction, or at once if it is between transactions.
     /// Renewed while waiting; see [`writer_wanted`](Self::writer_wanted).
     pub fn want_writer(&self) {
-        self.word(H_WANT).store(os::monotonic_ms().max(1), Ordering::SeqCst);
+        self.word(H_WANT).store(os::clock_ms().max(1), Ordering::SeqCst);
     }
 
     /// Whether some process asked for the writer lock within the last `WANT_FRESH_MS`.
     pub fn writer_wanted(&self) -> bool {
         let t = self.word(H_WANT).load(Ordering::SeqCst);
-        t != 0 && os::monotonic_ms().saturating_sub(t) < WANT_FRESH_MS
+        t != 0 && os::clock_ms().saturating_sub(t) < WANT_FRESH_MS
     }
 
     /// Withdraws the request (its process got the lock); another waiter renews its own.

@@ -119,7 +119,10 @@ pub fn pid() -> u32 {
 
 /// An anonymous page advised `MADV_WIPEONFORK`, or `None` where that fails.
 fn wiped_on_fork() -> Option<memmap2::MmapMut> {
-    let mut page = memmap2::MmapMut::map_anon(page_size()).ok()?;
+    // One 4 KiB request: the kernel rounds it to a whole page, whatever the page size.
+    // (Not `page_size()`: rustix reads the vDSO's address from the kernel's aux vector
+    // for it, which faults under valgrind, whose processes have no vDSO there.)
+    let mut page = memmap2::MmapMut::map_anon(4096).ok()?;
     // SAFETY: the range is exactly the anonymous mapping just made, which nothing else
     // references yet; WIPEONFORK only changes what a forked child sees there.
     let advised = unsafe {
@@ -128,8 +131,11 @@ fn wiped_on_fork() -> Option<memmap2::MmapMut> {
     advised.ok().map(|()| page)
 }
 
-/// Milliseconds on the system's monotonic clock, the same in every process of the machine.
-pub fn monotonic_ms() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    t.tv_sec as u64 * 1000 + t.tv_nsec as u64 / 1_000_000
+/// Milliseconds of wall-clock time, which every process of the machine reads alike. Only
+/// ever compared over a fraction of a second; a clock set back meanwhile makes a request
+/// look fresh for that long (one needless handover), one set forward makes it look stale
+/// until its process renews it (2 ms later). (Not rustix's `clock_gettime`: it looks the
+/// vDSO up through the kernel's aux vector, which faults under valgrind.)
+pub fn clock_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
