@@ -239,20 +239,22 @@ fn writing_commands_give_up_on_a_held_writer_lock() {
     let path = dir.path().join("heap");
     let p = path.to_str().unwrap();
     assert!(eterna(&["set", p, "k", "1"]).status.success());
-    // This process writes once, which takes the writer lock until the heap is closed.
+    // This process is in a write transaction, which holds the writer lock while it runs.
     let heap = eterna::Heap::open(&path, eterna::Options::default()).unwrap();
     let mut w = heap.write().unwrap();
     w.set(&[eterna::Key::from("mine")], &eterna::Input::Int(2)).unwrap();
-    w.commit().unwrap();
     for args in [vec!["--wait", "0.2", "set", p, "k", "3"], vec!["gc", p, "--wait", "0.2"]] {
         let out = eterna(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("writer lock"), "{args:?}: {err}");
     }
-    heap.close().unwrap();
-    assert!(eterna(&["--wait", "0.2", "set", p, "k", "3"]).status.success());
+    w.commit().unwrap();
+    // Between its transactions it hands the lock to whoever asks, heap still open.
+    assert!(eterna(&["--wait", "5", "set", p, "k", "3"]).status.success());
     assert_eq!(String::from_utf8_lossy(&eterna(&["get", p, "k"]).stdout).trim(), "3");
+    assert_eq!(String::from_utf8_lossy(&eterna(&["get", p, "mine"]).stdout).trim(), "2");
+    heap.close().unwrap();
 }
 
 /// Runs eterna with its stdout a pipe whose reading end is already closed (`| head` that
