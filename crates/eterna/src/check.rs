@@ -6,11 +6,14 @@
 //! reported (a running writer's pending frees, or what the collector will reclaim), not
 //! treated as corruption. While a writer runs, the file's pool bits may lag its last
 //! commits (it writes them back in batches): then a reachable object must lie at a block
-//! of its size in a pool in use, and its bit is not required.
+//! of its size in a pool in use, and its bit is not required. When the last writer died,
+//! the same holds, and the side metadata is checked only as far as a crash cannot break
+//! it. A meta slot whose checksum fails is a warning when a torn write can explain it,
+//! corruption when it cannot (`docs/design.md`, "Checking").
 
 use crate::alloc::{block_size, Allocator};
 use crate::error::{Corruption, OpenError};
-use crate::format::META_WRITER;
+use crate::format::{meta_slot_offset, raw_txn_id, torn_write_possible, Meta, META_LEN, META_WRITER};
 use crate::object::key::{combine_frozen, decode_key};
 use crate::object::layout::*;
 use crate::object::value::{dict_order, header_word, list_rope};
@@ -30,9 +33,13 @@ pub struct Report {
     pub bytes: u64,              // their allocation sizes
     pub unreachable_blocks: u64, // live blocks no committed state reaches
     pub unreachable_bytes: u64,  // their sizes
-    /// The last writer died in a transaction: the allocator's metadata was not checked
-    /// (the next writer rebuilds it).
+    /// The last writer died in a transaction: the allocator's metadata was checked only
+    /// for what a crash cannot leave inconsistent, and blocks were not counted against
+    /// the objects (the next writer rebuilds the metadata).
     pub interrupted: bool,
+    /// Findings that are not corruption by themselves, one line each: a meta slot whose
+    /// checksum fails in a way a crash during its write can explain.
+    pub warnings: Vec<String>,
 }
 
 /// Why a check failed.
@@ -40,7 +47,8 @@ pub struct Report {
 pub enum CheckError {
     /// The file could not be read (exit code 2).
     Io(std::io::Error),
-    /// The file is inconsistent (exit code 1).
+    /// The file is inconsistent (exit code 1). The first line says where and how; any
+    /// further lines are warnings (see [`Report::warnings`]).
     Corrupt(String),
 }
 
@@ -87,20 +95,107 @@ pub fn check(path: &Path) -> Result<Report, CheckError> {
     }
 }
 
+/// What the meta slots say besides the current state: warnings, and damage that no crash
+/// explains. A slot whose checksum fails while the other is valid is either a write torn
+/// by a crash (the other slot then holds the state before it, which is what the heap
+/// opens) or damage; [`torn_write_possible`] tells the cases apart where the slot's
+/// bytes allow it.
+fn meta_slots(mem: &[u8]) -> (Vec<String>, Option<String>) {
+    let raw = [0, 1].map(|i| {
+        let at = meta_slot_offset(i) as usize;
+        mem.get(at..at + META_LEN)
+    });
+    let decoded = raw.map(|r| r.and_then(Meta::decode));
+    let (bad, good) = match decoded {
+        [Some(g), None] => (1, g),
+        [None, Some(g)] => (0, g),
+        _ => return (Vec::new(), None),
+    };
+    let Some(slot) = raw[bad] else { return (Vec::new(), None) };
+    let t = good.txn_id;
+    if t == 1 && slot.iter().all(|&b| b == 0) {
+        return (Vec::new(), None); // never written: a heap that has published one state
+    }
+    let at = meta_slot_offset(bad);
+    let id = raw_txn_id(slot);
+    if !torn_write_possible(slot, t) {
+        let what = format!(
+            "meta slot {bad} at {at:#x} fails its checksum and is no write torn by a crash: \
+             its magic or transaction id ({id}) is neither the state before nor after \
+             transaction {t}, in slot {}",
+            1 - bad
+        );
+        return (Vec::new(), Some(Corruption::new(at, what).to_string()));
+    }
+    let lost = if id == t + 1 {
+        format!("; if transaction {} had been committed, it is lost", t + 1)
+    } else {
+        String::new()
+    };
+    let warning = format!(
+        "warning: meta slot {bad} at {at:#x} fails its checksum (its transaction id reads {id}): \
+         a crash while it was written leaves it so, and so can damage; checked the state in \
+         slot {}, transaction {t}{lost}",
+        1 - bad
+    );
+    (vec![warning], None)
+}
+
+/// The error for a check that found `first`, followed by `more` lines.
+fn corrupt(first: String, more: &[String]) -> CheckError {
+    let mut m = first;
+    for line in more {
+        m.push('\n');
+        m.push_str(line);
+    }
+    CheckError::Corrupt(m)
+}
+
 fn check_once(path: &Path) -> Result<Report, CheckError> {
     let open_err = |e: OpenError| match e {
         OpenError::Io(e) => CheckError::Io(e),
         other => CheckError::Corrupt(other.to_string()),
     };
     let probe = Allocator::open_for_recovery_readonly(path).map_err(open_err)?;
-    let meta = *probe.meta();
-    let writing = meta.flags & META_WRITER != 0;
+    let (warnings, meta_damage) = meta_slots(probe.region().as_slice());
+    let writing = probe.meta().flags & META_WRITER != 0;
+    drop(probe);
+    let with_meta = |e: CheckError| match e {
+        CheckError::Corrupt(m) => {
+            let more: Vec<String> = meta_damage.iter().chain(&warnings).cloned().collect();
+            corrupt(m, &more)
+        }
+        io => io,
+    };
+    // A writer that died in a transaction leaves side metadata that only partly holds
+    // (see `State::scan_interrupted`); a running one, pool bits that lag its commits.
     let interrupted = writing && !writer_alive(path)?;
-    // A running writer writes the pool bits of blocks it allocates and frees back in
-    // batches: a reachable block must lie in a pool of its size, but its bit may lag.
     let lagging = writing && !interrupted;
-    let alloc =
-        if interrupted { probe } else { Allocator::open(path, Access::ReadOnly).map_err(open_err)? };
+    let alloc = if interrupted {
+        Allocator::open_interrupted_readonly(path)
+    } else {
+        Allocator::open(path, Access::ReadOnly)
+    }
+    .map_err(open_err)
+    .map_err(with_meta)?;
+    let meta = *alloc.meta();
+    let mut report = Report { txn_id: meta.txn_id, interrupted, ..Report::default() };
+    verify(&alloc, &meta, interrupted, lagging, &mut report).map_err(with_meta)?;
+    if let Some(m) = meta_damage {
+        return Err(corrupt(m, &warnings));
+    }
+    report.warnings = warnings;
+    Ok(report)
+}
+
+/// Checks everything the state `meta` reaches, and the side metadata, into `report`.
+fn verify(
+    alloc: &Allocator,
+    meta: &Meta,
+    interrupted: bool,
+    lagging: bool,
+    report: &mut Report,
+) -> Result<(), CheckError> {
     if !interrupted {
         alloc.verify()?;
     }
@@ -114,26 +209,24 @@ fn check_once(path: &Path) -> Result<Report, CheckError> {
         _ => return Err(Corruption::new(meta.root, "the root is not a dict").into()),
     }
     let objects = reachable(mem, &roots)?;
-    let mut report = Report { txn_id: meta.txn_id, interrupted, ..Report::default() };
     let sizes: HashMap<u64, u64> = objects.iter().copied().collect();
     for &(off, size) in &objects {
         report.objects += 1;
         report.bytes += size;
         check_object(mem, seed, off, size)?;
-        if !interrupted {
-            let want = block_size(size as usize);
-            let found = if lagging { alloc.slot_size(off) } else { alloc.usable_size(off) };
-            match found {
-                Some(u) if u == want => {}
-                Some(u) => {
-                    return Err(Corruption::new(
-                        off,
-                        format!("object of {size} bytes sits in a block of {u}"),
-                    )
-                    .into())
-                }
-                None => return Err(Corruption::new(off, "reachable object is not an allocated block").into()),
+        // Every reachable object starts a block of the size its header implies. A writer
+        // that runs (or died) may not have written the block's bit yet: then the block
+        // must lie in a pool in use of its size class (or be a live run or huge object).
+        let want = block_size(size as usize);
+        let found = if lagging || interrupted { alloc.slot_size(off) } else { alloc.usable_size(off) };
+        match found {
+            Some(u) if u == want => {}
+            Some(u) => {
+                return Err(
+                    Corruption::new(off, format!("object of {size} bytes sits in a block of {u}")).into()
+                )
             }
+            None => return Err(Corruption::new(off, "reachable object is not an allocated block").into()),
         }
     }
     if !interrupted {
@@ -145,7 +238,7 @@ fn check_once(path: &Path) -> Result<Report, CheckError> {
             }
         }
     }
-    Ok(report)
+    Ok(())
 }
 
 fn words(b: &[u8], from: usize, n: usize) -> Vec<Word> {
@@ -253,10 +346,14 @@ fn check_dict(mem: &[u8], seed: u64, off: u64) -> Result<(), Corruption> {
 /// entries as (key, value, order index, hash).
 fn check_trie(mem: &[u8], seed: u64, root: Word, map: bool) -> Result<Vec<(u64, u64, u64, u64)>, Corruption> {
     let mut out = Vec::new();
-    trie_node(mem, seed, root, map, 0, 0, &mut out)?;
+    // Each node is a block of 16 bytes or more: a walk entering more nodes than that meets
+    // damaged references that repeat nodes, and stops rather than take 16^16 steps.
+    let mut budget = mem.len() as u64 / 16;
+    trie_node(mem, seed, root, map, 0, 0, &mut budget, &mut out)?;
     Ok(out)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn trie_node(
     mem: &[u8],
     seed: u64,
@@ -264,6 +361,7 @@ fn trie_node(
     map: bool,
     level: u32,
     prefix: u64,
+    budget: &mut u64,
     out: &mut Vec<(u64, u64, u64, u64)>,
 ) -> Result<(), Corruption> {
     let Some(off) = node.as_ref() else {
@@ -273,6 +371,7 @@ fn trie_node(
             Err(Corruption::new(node.0, "bad hash-trie child"))
         };
     };
+    *budget = budget.checked_sub(1).ok_or_else(|| Corruption::new(off, "hash trie repeats its nodes"))?;
     let ew = entry_words(map);
     let b = slice(mem, off, object_size(mem, off)?)?;
     let mask = if level == 0 { 0 } else { u64::MAX >> (64 - 4 * level.min(16)) };
@@ -292,8 +391,15 @@ fn trie_node(
         if level != 16 {
             return Err(Corruption::new(off, "collision node above the last level"));
         }
-        for i in 0..get_u32(b, 4) as usize {
+        let n = get_u32(b, 4) as usize;
+        if n == 0 {
+            return Err(Corruption::new(off, "empty collision node"));
+        }
+        for i in 0..n {
             entry(16 + 8 * ew * i, None)?;
+        }
+        if out.last().is_some_and(|e| e.3 != get_u64(b, 8)) {
+            return Err(Corruption::new(off, "collision node's hash is not its keys'"));
         }
         return Ok(());
     }
@@ -304,6 +410,12 @@ fn trie_node(
         ));
     }
     let (datamap, nodemap) = (get_u16(b, 2), get_u16(b, 4));
+    if datamap & nodemap != 0 {
+        return Err(Corruption::new(off, "hash-trie slot is both entry and child"));
+    }
+    if level > 0 && datamap == 0 && nodemap == 0 {
+        return Err(Corruption::new(off, "empty hash-trie node below the root"));
+    }
     let nn = nodemap.count_ones() as usize;
     let mut i = 0;
     for f in 0..16u32 {
@@ -316,7 +428,7 @@ fn trie_node(
     for f in 0..16u32 {
         if nodemap & (1 << f) != 0 {
             let child = Word(get_u64(b, 8 + 8 * j));
-            trie_node(mem, seed, child, map, level + 1, prefix | (f as u64) << (4 * level), out)?;
+            trie_node(mem, seed, child, map, level + 1, prefix | (f as u64) << (4 * level), budget, out)?;
             j += 1;
         }
     }
