@@ -11,13 +11,14 @@
 //! it. A meta slot whose checksum fails is a warning when a torn write can explain it,
 //! corruption when it cannot (`docs/design.md`, "Checking").
 
-use crate::alloc::{block_size, Allocator};
+use crate::alloc::{block_size, Allocator, LARGE_MAX_PAGES};
 use crate::error::{Corruption, OpenError};
-use crate::format::{meta_slot_offset, raw_txn_id, torn_write_possible, Meta, META_LEN, META_WRITER};
-use crate::object::key::{combine_frozen, decode_key};
+use crate::format::{meta_slot_offset, raw_txn_id, torn_write_possible, Meta, META_LEN, META_WRITER, PAGE};
+use crate::object::key::{bytes_to_i64, combine_frozen, decode_key, minimal_int_bytes};
 use crate::object::layout::*;
 use crate::object::value::{dict_order, header_word, list_rope};
-use crate::object::walk::{children, reachable};
+use crate::object::vector::Vector;
+use crate::object::walk::{children, for_each_slot, reachable};
 use crate::object::word::{Imm, Word};
 use crate::region::Access;
 use rustix::fs::{flock, FlockOperation};
@@ -210,6 +211,7 @@ fn verify(
     }
     let objects = reachable(mem, &roots)?;
     let sizes: HashMap<u64, u64> = objects.iter().copied().collect();
+    single_parents(mem, &objects, Word(meta.shared))?;
     for &(off, size) in &objects {
         report.objects += 1;
         report.bytes += size;
@@ -219,6 +221,18 @@ fn verify(
         // must lie in a pool in use of its size class (or be a live run or huge object).
         let want = block_size(size as usize);
         let found = if lagging || interrupted { alloc.slot_size(off) } else { alloc.usable_size(off) };
+        if want > LARGE_MAX_PAGES * PAGE {
+            // A huge object's length is in its arena's header too.
+            let head = off.checked_sub(PAGE).ok_or_else(|| Corruption::new(off, "huge object in arena 0"))?;
+            let len = get_u64(slice(mem, head, 16)?, 8);
+            if len != size {
+                return Err(Corruption::new(
+                    off,
+                    format!("huge object of {size} bytes, its arena says {len}"),
+                )
+                .into());
+            }
+        }
         match found {
             Some(u) if u == want => {}
             Some(u) => {
@@ -241,14 +255,58 @@ fn verify(
     Ok(())
 }
 
+/// Checks that every internal node of a container (a trie, rope or vector node) that two
+/// reachable objects refer to is in the shared set: a change copies the path to what it
+/// changes and refers to a node from a second place only after marking it shared (layer
+/// 4), so a node with two parents outside the set is a reference that damage redirected.
+fn single_parents(mem: &[u8], objects: &[(u64, u64)], shared: Word) -> Result<(), Corruption> {
+    let mut parents: HashMap<u64, u32> = HashMap::with_capacity(objects.len());
+    for &(off, _) in objects {
+        for_each_slot(mem, off, |_, w| {
+            if let Some(c) = w.as_ref() {
+                *parents.entry(c).or_default() += 1;
+            }
+        })?;
+    }
+    let mut in_set: Option<crate::object::OffsetSet> = None;
+    for &(off, _) in objects {
+        if parents.get(&off).copied().unwrap_or(0) < 2 || slice(mem, off, 1)?[0] < ty::MAP_NODE {
+            continue;
+        }
+        let set = match &mut in_set {
+            Some(s) => s,
+            None => {
+                let mut s = crate::object::OffsetSet::default();
+                crate::object::champ::for_each_entry(mem, shared, false, &mut |e| {
+                    if let Imm::Int(o) = Word(e[0]).decode() {
+                        s.insert(o as u64);
+                    }
+                    Ok(())
+                })?;
+                in_set.insert(s)
+            }
+        };
+        if !set.contains(off) {
+            return Err(Corruption::new(off, "a container's node has two parents and is not shared"));
+        }
+    }
+    Ok(())
+}
+
 fn words(b: &[u8], from: usize, n: usize) -> Vec<Word> {
     (0..n).map(|i| Word(get_u64(b, from + 8 * i))).collect()
 }
 
-fn check_value_word(w: Word, at: u64) -> Result<(), Corruption> {
+/// A value slot of the object at `at` holds `w`: an inline value, or a reference to a
+/// value object (not an internal node of some container).
+fn check_value_word(mem: &[u8], w: Word, at: u64) -> Result<(), Corruption> {
     match w.decode() {
         Imm::Invalid => Err(Corruption::new(at, format!("invalid word {:#x}", w.0))),
         Imm::Empty => Err(Corruption::new(at, "empty value slot")),
+        Imm::Ref(o) => match slice(mem, o, 1)?[0] {
+            ty::STR..=ty::BYTES_SHORT => Ok(()),
+            t => Err(Corruption::new(at, format!("a value slot refers to an object of type {t}"))),
+        },
         _ => Ok(()),
     }
 }
@@ -257,6 +315,12 @@ fn check_value_word(w: Word, at: u64) -> Result<(), Corruption> {
 /// them).
 fn check_object(mem: &[u8], seed: u64, off: u64, size: u64) -> Result<(), Corruption> {
     let b = slice(mem, off, size as usize)?;
+    for &(from, to) in padding(b[0]) {
+        if b[from..to].iter().any(|&x| x != 0) {
+            return Err(Corruption::new(off, format!("object of type {} has bytes in its padding", b[0])));
+        }
+    }
+    canonical(b, off)?;
     match b[0] {
         ty::STR | ty::STR_SHORT => {
             let text = if b[0] == ty::STR { &b[8..] } else { &b[2..] };
@@ -264,7 +328,7 @@ fn check_object(mem: &[u8], seed: u64, off: u64, size: u64) -> Result<(), Corrup
         }
         ty::TUPLE => {
             for w in words(b, 8, get_u32(b, 4) as usize) {
-                check_value_word(w, off)?;
+                check_value_word(mem, w, off)?;
             }
         }
         ty::RECORD => {
@@ -275,14 +339,18 @@ fn check_object(mem: &[u8], seed: u64, off: u64, size: u64) -> Result<(), Corrup
             if nb[0] != ty::TUPLE || get_u32(nb, 4) as usize != n {
                 return Err(Corruption::new(off, "record names do not match its fields"));
             }
+            let nb = slice(mem, noff, 8 + 8 * n)?;
+            if !is_str(mem, Word(get_u64(b, 8))) || !words(nb, 8, n).into_iter().all(|w| is_str(mem, w)) {
+                return Err(Corruption::new(off, "record type name or field names are not strs"));
+            }
             for w in words(b, 24, n) {
-                check_value_word(w, off)?;
+                check_value_word(mem, w, off)?;
             }
         }
         ty::DICT => check_dict(mem, seed, off)?,
         ty::LIST => {
             // The walk checks every child's count against its items, and the total.
-            list_rope(mem, off)?.walk(mem, &mut |w| check_value_word(w, off), &mut |_| Ok(()))?;
+            list_rope(mem, off)?.walk(mem, &mut |w| check_value_word(mem, w, off), &mut |_| Ok(()))?;
         }
         t @ (ty::SET | ty::FROZENSET) => {
             let entries = check_trie(mem, seed, header_word(mem, off, SET_ROOT)?, false)?;
@@ -292,6 +360,17 @@ fn check_object(mem: &[u8], seed: u64, off: u64, size: u64) -> Result<(), Corrup
             if t == ty::FROZENSET && combine_frozen(entries.iter().map(|e| e.3), seed) != get_u64(b, SET_HASH)
             {
                 return Err(Corruption::new(off, "frozenset hash does not match its elements"));
+            }
+            if t == ty::SET && get_u64(b, SET_HASH) != 0 {
+                return Err(Corruption::new(off, "a set (not frozen) has a hash"));
+            }
+        }
+        t @ (ty::ROPE_LEAF | ty::ROPE_INNER) => {
+            // Slots past the node's count hold nothing (a node is written whole).
+            let n = get_u16(b, 2) as usize;
+            let used = 8 + n * if t == ty::ROPE_LEAF { 8 } else { 16 };
+            if b.get(used..).is_some_and(|rest| rest.iter().any(|&x| x != 0)) {
+                return Err(Corruption::new(off, "rope node has words past its count"));
             }
         }
         _ => {
@@ -327,8 +406,12 @@ fn check_dict(mem: &[u8], seed: u64, off: u64) -> Result<(), Corruption> {
     if live != len {
         return Err(Corruption::new(off, "dict order vector disagrees with its length"));
     }
+    if items.iter().any(|i| i[0] == 0 && i[1] != 0) {
+        return Err(Corruption::new(off, "dict order vector has a tombstone with a value"));
+    }
+    check_vector_tail(mem, &order, off)?;
     for (k, v, seq, _) in entries {
-        check_value_word(Word(v), off)?;
+        check_value_word(mem, Word(v), off)?;
         match items.get(seq as usize) {
             Some(&[ik, iv]) if ik == k && iv == v => {}
             _ => {
@@ -340,6 +423,77 @@ fn check_dict(mem: &[u8], seed: u64, off: u64) -> Result<(), Corruption> {
         }
     }
     Ok(())
+}
+
+/// Bytes of an object's header that every writer leaves zero, by type: `(from, to)`.
+fn padding(t: u8) -> &'static [(usize, usize)] {
+    match t {
+        ty::STR | ty::BYTES | ty::BIGINT | ty::TUPLE | ty::RECORD | ty::MAP_COLLISION | ty::SET_COLLISION => {
+            &[(1, 4)]
+        }
+        ty::FLOAT | ty::SET | ty::FROZENSET | ty::VEC_INNER => &[(1, 8)],
+        ty::DICT | ty::LIST | ty::VEC_LEAF => &[(2, 8)],
+        ty::MAP_NODE | ty::SET_NODE => &[(1, 2), (6, 8)],
+        ty::ROPE_LEAF | ty::ROPE_INNER => &[(1, 2), (4, 8)],
+        _ => &[],
+    }
+}
+
+/// Values are stored in one form only (`docs/design.md`, "Heap objects"): a str or bytes
+/// object of 256 bytes or more in the long form and of 8 to 255 in the short one (shorter
+/// ones are inline words), an int object only beyond the inline range and in minimal two's
+/// complement, a boxed float only when no inline word holds it.
+fn canonical(b: &[u8], off: u64) -> Result<(), Corruption> {
+    let ok = match b[0] {
+        ty::STR | ty::BYTES => get_u32(b, 4) >= 256,
+        ty::STR_SHORT | ty::BYTES_SHORT => b[1] >= 8,
+        ty::BIGINT => {
+            let v = &b[8..];
+            minimal_int_bytes(v) == v && bytes_to_i64(v).and_then(Word::int).is_none()
+        }
+        ty::FLOAT => Word::float(f64::from_bits(get_u64(b, 8))).is_none(),
+        _ => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Corruption::new(off, format!("object of type {} is not in the one form its value has", b[0])))
+    }
+}
+
+/// Whether `w` is a str: inline, or a str object.
+fn is_str(mem: &[u8], w: Word) -> bool {
+    match w.decode() {
+        Imm::Str(..) => true,
+        Imm::Ref(o) => matches!(slice(mem, o, 1).map(|h| h[0]), Ok(ty::STR | ty::STR_SHORT)),
+        _ => false,
+    }
+}
+
+/// Checks that an order vector (already walked) holds nothing past its count: the slots
+/// after the last item's, on the path to it, are zero (invariant 5 of layer 3).
+fn check_vector_tail(mem: &[u8], v: &Vector, dict: u64) -> Result<(), Corruption> {
+    let Some(last) = v.count.checked_sub(1) else { return Ok(()) };
+    let leaf_items = VEC_SLOTS / v.width as u64;
+    let (mut node, mut level) = (v.root, v.depth);
+    loop {
+        let off = node.as_ref().ok_or_else(|| Corruption::new(dict, "order vector path ends early"))?;
+        let b = slice(mem, off, VEC_NODE)?;
+        let used = if level == 0 {
+            (last % leaf_items + 1) * v.width as u64
+        } else {
+            let span = leaf_items.saturating_mul(VEC_SLOTS.saturating_pow(level as u32 - 1));
+            (last / span) % VEC_SLOTS + 1
+        };
+        if b[8 + 8 * used as usize..].iter().any(|&x| x != 0) {
+            return Err(Corruption::new(off, "order vector holds words past its count"));
+        }
+        if level == 0 {
+            return Ok(());
+        }
+        node = Word(get_u64(b, 8 + 8 * (used as usize - 1)));
+        level -= 1;
+    }
 }
 
 /// Walks a hash trie checking that every key sits where its hash puts it; returns the

@@ -165,6 +165,9 @@ impl State {
                     }
                 }
                 kind::LARGE => {
+                    if region.u16_at(base + L_RUNLEN)? != 0 {
+                        return Err(Corruption::new(base + L_RUNLEN, "a run starts at the metadata page"));
+                    }
                     for p in 1..LARGE_PAGES as u64 + 1 {
                         let n = region.u16_at(base + L_RUNLEN + 2 * p)? as u64;
                         if p + n > LARGE_PAGES as u64 + 1 {
@@ -267,7 +270,7 @@ impl State {
         let base = arena_base(a);
         let inuse = region.bytes(base + L_INUSE, 32)?;
         let resident = region.bytes(base + L_RESIDENT, 32)?;
-        if !bit(inuse, 0) || bit(resident, 0) {
+        if !bit(inuse, 0) || bit(resident, 0) || region.u16_at(base + L_RUNLEN)? != 0 {
             return Err(Corruption::new(base + L_INUSE, "large arena metadata page not marked"));
         }
         let mut used = 0u16;
