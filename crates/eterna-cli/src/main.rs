@@ -317,6 +317,9 @@ fn print_stats(s: &Stats) -> Result<(), Failure> {
 fn check(path: PathBuf) -> Result<(), Failure> {
     match eterna::check::check(&path) {
         Ok(r) => {
+            for w in &r.warnings {
+                outln!("{}: {w}", path.display())?;
+            }
             outln!(
                 "{}: consistent: transaction {}, {} objects ({} bytes) reachable, {} unreachable blocks ({} bytes){}",
                 path.display(),
@@ -326,7 +329,8 @@ fn check(path: PathBuf) -> Result<(), Failure> {
                 r.unreachable_blocks,
                 r.unreachable_bytes,
                 if r.interrupted {
-                    "; the last writer died in a transaction: the next writer frees what it left"
+                    "; the last writer died in a transaction: its pool bits were not counted, \
+                     the next writer frees what it left"
                 } else {
                     ""
                 }

@@ -515,3 +515,71 @@ fn a_wrong_type_error_names_the_path_of_the_value_that_is_not_a_dict() {
     }
     assert_eq!(json(&eterna(&["dump", p])), serde_json::json!({"a": {"b": {"c": 1}}}));
 }
+
+#[test]
+fn check_warns_of_a_meta_slot_a_crash_can_explain_and_fails_on_one_it_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("h");
+    let p = p.to_str().unwrap();
+    assert!(eterna(&["set", p, "a", "[1, 2, 3]"]).status.success());
+    assert!(eterna(&["set", p, "b", r#""some text""#]).status.success());
+    let pristine = std::fs::read(p).unwrap();
+    let txn = |slot: usize| u64::from_le_bytes(pristine[4096 * (1 + slot) + 8..][..8].try_into().unwrap());
+    let cur = if txn(1) > txn(0) { 1 } else { 0 };
+    let damaged = dir.path().join("d");
+    let d = damaged.to_str().unwrap();
+    // A counter byte of the current slot: it could be a torn publish.
+    let mut bytes = pristine.clone();
+    bytes[4096 * (1 + cur) + 80] ^= 2;
+    std::fs::write(d, &bytes).unwrap();
+    let out = eterna(&["check", d]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("warning: meta slot {cur} ")), "{text}");
+    assert!(text.contains("consistent"), "{text}");
+    // A high byte of its transaction id: no torn write leaves that.
+    let mut bytes = pristine.clone();
+    bytes[4096 * (1 + cur) + 8 + 6] ^= 2;
+    std::fs::write(d, &bytes).unwrap();
+    let out = eterna(&["check", d]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("meta slot {cur} ")));
+}
+
+#[test]
+fn a_list_whose_length_lies_is_an_error_not_a_panic() {
+    // The audit's reproducer: a list of 3 whose header says 40.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("h");
+    let p = p.to_str().unwrap();
+    assert!(eterna(&["set", p, "l", "[11, 22, 33]"]).status.success());
+    let mut bytes = std::fs::read(p).unwrap();
+    let list = (1 << 20..bytes.len() - 24)
+        .step_by(16)
+        .find(|&o| {
+            bytes[o] == 8 && bytes[o + 2..o + 8] == [0; 6] && bytes[o + 8..o + 16] == 3u64.to_le_bytes()
+        })
+        .expect("the list object");
+    bytes[list + 8..list + 16].copy_from_slice(&40u64.to_le_bytes());
+    let damaged = dir.path().join("d");
+    let d = damaged.to_str().unwrap();
+    for args in [
+        vec!["del", d, "l", "35"],
+        vec!["del", d, "l", "5"],
+        vec!["del", d, "l", "0"],
+        vec!["set", d, "l", "2", "7"],
+        vec!["get", d, "l", "1"],
+        vec!["dump", d],
+        vec!["check", d],
+    ] {
+        std::fs::write(d, &bytes).unwrap();
+        let out = eterna(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let text = format!("{stderr}{}", String::from_utf8_lossy(&out.stdout));
+        // `check` reports corruption with exit 1; the other commands refuse the damaged
+        // file with exit 2 and point at `check`.
+        let want = if args[0] == "check" { 1 } else { 2 };
+        assert_eq!(out.status.code(), Some(want), "{args:?}: {text}");
+        assert!(text.contains("corrupt") && !text.contains("panicked"), "{args:?}: {text}");
+    }
+}

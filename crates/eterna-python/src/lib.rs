@@ -729,6 +729,7 @@ impl Db {
         d.set_item("unreachable_blocks", report.unreachable_blocks)?;
         d.set_item("unreachable_bytes", report.unreachable_bytes)?;
         d.set_item("interrupted", report.interrupted)?;
+        d.set_item("warnings", report.warnings)?;
         Ok(d)
     }
 

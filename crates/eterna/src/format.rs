@@ -218,6 +218,30 @@ impl Meta {
     }
 }
 
+/// Whether the meta slot `slot`, whose checksum fails while the other slot is valid with
+/// `txn_id` = `t`, can be a write torn by a crash rather than damage.
+///
+/// Slots alternate: the publish of state `t + 1` overwrites the slot that held `t - 1` (or
+/// nothing, zeros, when `t` is 1). A crash in the middle of that write leaves every byte
+/// of the slot either as it was or as it was being written, so each byte of its magic and
+/// its `txn_id` must come from the old contents (magic and `t - 1`, or zeros) or the new
+/// ones (magic and `t + 1`). Whatever the other fields hold cannot be judged without the
+/// lost state. A slot that fails this is damage, not a crash.
+pub fn torn_write_possible(slot: &[u8], t: u64) -> bool {
+    let old_magic = if t <= 1 { [0u8; 8] } else { META_MAGIC };
+    let (old_txn, new_txn) = (t.wrapping_sub(1).to_le_bytes(), t.wrapping_add(1).to_le_bytes());
+    let from = |got: &[u8], old: &[u8], new: &[u8]| {
+        got.iter().zip(old.iter().zip(new)).all(|(g, (o, n))| g == o || g == n)
+    };
+    from(&slot[M_MAGIC..M_MAGIC + 8], &old_magic, &META_MAGIC)
+        && from(&slot[M_TXN..M_TXN + 8], &old_txn, &new_txn)
+}
+
+/// The `txn_id` field of a meta slot, valid or not (for reporting a damaged slot).
+pub fn raw_txn_id(slot: &[u8]) -> u64 {
+    get_u64(slot, M_TXN)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,5 +278,43 @@ mod tests {
         b[M_ARENAS] ^= 0x80;
         assert_eq!(Meta::decode(&b), None);
         assert_eq!(Meta::decode(&[0u8; META_LEN]), None);
+    }
+
+    #[test]
+    fn torn_meta_slots_and_damaged_ones() {
+        let enc = |txn_id: u64| {
+            let mut b = [0u8; META_LEN];
+            Meta { txn_id, arenas: 2, root: 0x100040, ..Meta::default() }.encode(&mut b);
+            b
+        };
+        // The other slot holds 8; this one held 7 and was being overwritten with 9.
+        let (old, new) = (enc(7), enc(9));
+        for cut in 0..=META_LEN {
+            let mut torn = new;
+            torn[cut..].copy_from_slice(&old[cut..]);
+            assert!(torn_write_possible(&torn, 8), "new up to byte {cut}");
+            let mut torn = old;
+            torn[cut..].copy_from_slice(&new[cut..]);
+            assert!(torn_write_possible(&torn, 8), "old up to byte {cut}");
+        }
+        // A flip outside the magic and the id looks like a tear; inside them it cannot be.
+        let mut b = new;
+        b[M_ROOT] ^= 4;
+        assert!(torn_write_possible(&b, 8));
+        b = new;
+        b[M_TXN + 3] ^= 1;
+        assert!(!torn_write_possible(&b, 8));
+        b = new;
+        b[M_MAGIC + 2] ^= 0x10;
+        assert!(!torn_write_possible(&b, 8));
+        // A slot two states ahead, or the current state's own id, is no tear of the next.
+        assert!(!torn_write_possible(&enc(10), 8));
+        assert!(!torn_write_possible(&enc(8), 8));
+        // The first publish over a slot never written: zeros and the new bytes mix.
+        let mut first = enc(2);
+        first[..12].fill(0);
+        assert!(torn_write_possible(&first, 1));
+        assert!(torn_write_possible(&[0u8; META_LEN], 1));
+        assert!(!torn_write_possible(&[0u8; META_LEN], 5));
     }
 }

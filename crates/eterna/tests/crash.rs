@@ -1,7 +1,7 @@
 //! Crash: a child process commits in a loop (collecting and compacting now and then) and is
 //! killed with SIGKILL at random moments, 200 times over the test. After each kill the heap
 //! reopens (recovering the dead writer's transaction) to exactly a committed prefix of the
-//! writes, and `check` passes.
+//! writes, and `check` passes, before the recovery and after it.
 
 use eterna::{Durability, Heap, Input, Key, Options, Value};
 use std::io::Write;
@@ -54,6 +54,9 @@ fn child(path: &str, durability: Durability) {
 
 /// The state after `c` committed transactions' worth of counter values (0..=c).
 fn verify(path: &Path, printed: Option<i64>) -> i64 {
+    // Right after the kill, before anything recovers: what the dead writer left checks
+    // consistent (its side metadata as far as a crash cannot break it).
+    eterna::check::check(path).unwrap_or_else(|e| panic!("check after a kill: {e}"));
     let heap = Heap::open(path, Options::default()).unwrap();
     let r = heap.read().unwrap();
     let c = match r.get(&[k("counter")]).unwrap() {

@@ -95,6 +95,16 @@ impl Allocator {
         Self::open_with(path, Access::ReadOnly, false)
     }
 
+    /// Opens a heap read-only whose last writer died in a transaction, for the checker:
+    /// the side metadata is scanned only for what a crash cannot leave inconsistent (see
+    /// `State::scan_interrupted`). The allocator answers [`slot_size`](Self::slot_size)
+    /// and reads; it must not be used to allocate.
+    pub fn open_interrupted_readonly(path: &Path) -> Result<Allocator, OpenError> {
+        let mut a = Self::open_with(path, Access::ReadOnly, false)?;
+        a.st = State::scan_interrupted(&a.region, a.meta.arenas as u32)?;
+        Ok(a)
+    }
+
     fn open_with(path: &Path, access: Access, scan: bool) -> Result<Allocator, OpenError> {
         let region = Region::open(path, access)?;
         let len = region.len();

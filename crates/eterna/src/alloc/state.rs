@@ -126,6 +126,89 @@ impl State {
         Ok(s)
     }
 
+    /// What can still be checked of the side metadata when the last writer died in a
+    /// transaction (see `docs/design.md`, "Checking"): a writer changes a record's class,
+    /// state and live count in one store, and a field such as a run length or an arena
+    /// kind in one store, but a record's bitmap, a large arena's bitmaps and a huge
+    /// object's header in several. So this checks arena kinds, each pool's class and
+    /// state and live count against each other, and that each run lies in its arena;
+    /// a huge header it cannot make sense of is taken as an arena being activated
+    /// (nothing in it is allocated). The index it returns is good for telling where
+    /// blocks of which size may lie (`Allocator::slot_size`), not for allocating.
+    pub fn scan_interrupted(region: &Region, arenas: u32) -> Result<State, Corruption> {
+        let mut s = State::empty(arenas);
+        let mut a = 1u32;
+        while a <= arenas {
+            let base = arena_base(a);
+            let k = region.u8_at(base + A_KIND)?;
+            match k {
+                kind::FREE => {}
+                kind::SMALL => {
+                    for i in 1..SMALL_POOLS as u64 + 1 {
+                        let d = record_off(pool_id(a, i));
+                        let rec = region.bytes(d, 4)?;
+                        let (class, st, nlive) = (rec[0], rec[1], u16::from_le_bytes([rec[2], rec[3]]));
+                        let ok = match st {
+                            state::HOLE | state::SPARE | state::FRESH => class == 0 && nlive == 0,
+                            state::IN_USE => {
+                                (1..=NCLASSES).contains(&(class as usize))
+                                    && nlive as u32 <= class_cap(class as usize - 1)
+                            }
+                            _ => false,
+                        };
+                        if !ok {
+                            return Err(Corruption::new(
+                                d,
+                                format!("pool record of state {st}, class {class}, {nlive} live blocks"),
+                            ));
+                        }
+                    }
+                }
+                kind::LARGE => {
+                    if region.u16_at(base + L_RUNLEN)? != 0 {
+                        return Err(Corruption::new(base + L_RUNLEN, "a run starts at the metadata page"));
+                    }
+                    for p in 1..LARGE_PAGES as u64 + 1 {
+                        let n = region.u16_at(base + L_RUNLEN + 2 * p)? as u64;
+                        if p + n > LARGE_PAGES as u64 + 1 {
+                            return Err(Corruption::new(
+                                base + L_RUNLEN + 2 * p,
+                                format!("run of {n} pages at page {p} leaves its arena"),
+                            ));
+                        }
+                    }
+                }
+                kind::HUGE => {
+                    let span = u32::from_le_bytes(region.bytes(base + A_SPAN, 4)?.try_into().expect("4"));
+                    let len = region.u64_at(base + A_LEN)?;
+                    let fits = span >= 1 && a as u64 + span as u64 - 1 <= arenas as u64;
+                    let minimal = len > 0
+                        && len <= span as u64 * ARENA - PAGE
+                        && len + PAGE > (span as u64 - 1) * ARENA;
+                    if fits && minimal {
+                        s.free_arenas.remove(&a);
+                        s.arenas[a as usize] = Arena { kind: kind::HUGE, span, ..Arena::default() };
+                        for t in a + 1..a + span {
+                            s.free_arenas.remove(&t);
+                            s.arenas[t as usize].kind = TAIL;
+                        }
+                        a += span;
+                        continue;
+                    }
+                    a += 1;
+                    continue;
+                }
+                k => return Err(Corruption::new(base, format!("unknown arena kind {k}"))),
+            }
+            if k != kind::FREE {
+                s.free_arenas.remove(&a);
+                s.arenas[a as usize].kind = k;
+            }
+            a += 1;
+        }
+        Ok(s)
+    }
+
     fn scan_small(&mut self, region: &Region, overlay: &Overlay, a: u32) -> Result<(), Corruption> {
         let mut ar = Arena { kind: kind::SMALL, ..Arena::default() };
         for i in 1..SMALL_POOLS as u64 + 1 {
@@ -187,7 +270,7 @@ impl State {
         let base = arena_base(a);
         let inuse = region.bytes(base + L_INUSE, 32)?;
         let resident = region.bytes(base + L_RESIDENT, 32)?;
-        if !bit(inuse, 0) || bit(resident, 0) {
+        if !bit(inuse, 0) || bit(resident, 0) || region.u16_at(base + L_RUNLEN)? != 0 {
             return Err(Corruption::new(base + L_INUSE, "large arena metadata page not marked"));
         }
         let mut used = 0u16;

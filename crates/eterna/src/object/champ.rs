@@ -196,6 +196,7 @@ pub fn lookup(
             };
         };
         let head = slice(mem, off, 8)?;
+        shape(head[0], off, map, level)?;
         if head[0] == ty::MAP_COLLISION || head[0] == ty::SET_COLLISION {
             let n = Node::read(mem, off, map)?;
             for i in 0..n.count() {
@@ -236,10 +237,23 @@ pub fn lookup(
             }
         }
         level += 1;
-        if level > LEVELS {
-            return Err(Corruption::new(off, "hash trie deeper than 16 levels"));
-        }
     }
+}
+
+/// Checks that a trie node of type `t` at `off` may stand at `level` of a map (or set)
+/// trie: a node above the last level, a collision node at it. Every index a walk derives
+/// from a node relies on this (four hash bits per level run out after 16 levels).
+fn shape(t: u8, off: u64, map: bool, level: u32) -> Result<(), Corruption> {
+    let (node_ty, coll_ty) =
+        if map { (ty::MAP_NODE, ty::MAP_COLLISION) } else { (ty::SET_NODE, ty::SET_COLLISION) };
+    let want = if level < LEVELS { node_ty } else { coll_ty };
+    if t != want || level > LEVELS {
+        return Err(Corruption::new(
+            off,
+            format!("expected a hash-trie node of type {want} at level {level}, found {t}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Calls `f` with every entry (its words) of the trie at `root`.
@@ -252,12 +266,33 @@ pub fn for_each_entry(
     walk(mem, root, map, 0, f, &mut |_| Ok(()))
 }
 
-/// Calls `f` with every entry and `node` with every node offset of the trie at `root`.
+/// Calls `f` with every entry and `node` with every node offset of the trie at `root`
+/// (a trie's root is at `level` 0).
 pub fn walk(
     mem: &[u8],
     root: Word,
     map: bool,
     level: u32,
+    f: &mut dyn FnMut(&[u64]) -> Result<(), Corruption>,
+    node: &mut dyn FnMut(u64) -> Result<(), Corruption>,
+) -> Result<(), Corruption> {
+    let mut budget = node_budget(mem);
+    walk_at(mem, root, map, level, &mut budget, f, node)
+}
+
+/// Trie nodes a walk of one trie may visit: each node is a block of at least 16 bytes of
+/// its own, so more visits mean that damaged references repeat nodes (which could
+/// otherwise make a walk of 16 levels take 16^16 steps).
+fn node_budget(mem: &[u8]) -> u64 {
+    mem.len() as u64 / 16
+}
+
+fn walk_at(
+    mem: &[u8],
+    root: Word,
+    map: bool,
+    level: u32,
+    budget: &mut u64,
     f: &mut dyn FnMut(&[u64]) -> Result<(), Corruption>,
     node: &mut dyn FnMut(u64) -> Result<(), Corruption>,
 ) -> Result<(), Corruption> {
@@ -268,16 +303,18 @@ pub fn walk(
             Err(Corruption::new(root.0, "bad hash-trie child"))
         };
     };
-    if level > LEVELS {
-        return Err(Corruption::new(off, "hash trie deeper than 16 levels"));
-    }
+    *budget = budget.checked_sub(1).ok_or_else(|| Corruption::new(off, "hash trie repeats its nodes"))?;
+    shape(slice(mem, off, 1)?[0], off, map, level)?;
     node(off)?;
     let n = Node::read(mem, off, map)?;
+    if level > 0 && n.nd == 0 && n.nn == 0 {
+        return Err(Corruption::new(off, "empty hash-trie node below the root"));
+    }
     for e in n.entries[..n.ew * n.nd].chunks(n.ew) {
         f(e)?;
     }
     for &c in &n.children[..n.nn] {
-        walk(mem, Word(c), map, level + 1, f, node)?;
+        walk_at(mem, Word(c), map, level + 1, budget, f, node)?;
     }
     Ok(())
 }
@@ -313,6 +350,9 @@ fn upsert_at<S: Store>(
 ) -> Result<Word, StoreError> {
     let seed = s.seed();
     let Some(off) = node.as_ref() else {
+        if node != Word::EMPTY {
+            return Err(Corruption::new(node.0, "bad hash-trie child").into());
+        }
         let e = make(s, None)?;
         return single(s, &e, h, level, map);
     };
@@ -321,6 +361,10 @@ fn upsert_at<S: Store>(
     // Passing through to a child (most levels of a large trie): read only the header and
     // the child's word, and touch this node again only if the child moved.
     let head = slice(s.mem(), off, 8)?;
+    shape(head[0], off, map, level)?;
+    if level >= LEVELS {
+        return upsert_collision(s, node, off, probe, map, owned, make);
+    }
     let bit = 1u16 << frag(h, level);
     let (datamap, nodemap) = (get_u16(head, 2), get_u16(head, 4));
     if head[0] == if map { ty::MAP_NODE } else { ty::SET_NODE } && nodemap & bit != 0 && datamap & bit == 0 {
@@ -340,23 +384,6 @@ fn upsert_at<S: Store>(
         return n.store(s, Some(off), map, owned);
     }
     let mut n = Node::read(s.mem(), off, map)?;
-    if n.coll {
-        for i in 0..n.count() {
-            let old = n.entry(i);
-            if eq_stored(s.mem(), Word(old[0]), probe)? {
-                let new = make(s, Some(old))?;
-                if new == old {
-                    return Ok(node);
-                }
-                n.set_entry(i, &new);
-                return n.store(s, Some(off), map, owned);
-            }
-        }
-        let e = make(s, None)?;
-        n.insert_entry(n.count(), &e)?;
-        return n.store(s, Some(off), map, owned);
-    }
-    let bit = 1u16 << frag(h, level);
     if n.datamap & bit != 0 {
         let i = index(n.datamap, bit);
         let old = n.entry(i);
@@ -388,6 +415,33 @@ fn upsert_at<S: Store>(
         n.insert_entry(index(n.datamap, bit), &e)?;
         n.datamap |= bit;
     }
+    n.store(s, Some(off), map, owned)
+}
+
+/// [`upsert`] at the collision node `off` (the last level).
+fn upsert_collision<S: Store>(
+    s: &mut S,
+    node: Word,
+    off: u64,
+    probe: &Key,
+    map: bool,
+    owned: bool,
+    make: &mut Make<'_, S>,
+) -> Result<Word, StoreError> {
+    let mut n = Node::read(s.mem(), off, map)?;
+    for i in 0..n.count() {
+        let old = n.entry(i);
+        if eq_stored(s.mem(), Word(old[0]), probe)? {
+            let new = make(s, Some(old))?;
+            if new == old {
+                return Ok(node);
+            }
+            n.set_entry(i, &new);
+            return n.store(s, Some(off), map, owned);
+        }
+    }
+    let e = make(s, None)?;
+    n.insert_entry(n.count(), &e)?;
     n.store(s, Some(off), map, owned)
 }
 
@@ -470,8 +524,15 @@ fn remove_at<S: Store>(
     level: u32,
     owned: bool,
 ) -> Result<(Word, Option<[u64; 3]>), StoreError> {
-    let Some(off) = node.as_ref() else { return Ok((node, None)) };
+    let Some(off) = node.as_ref() else {
+        return if node == Word::EMPTY {
+            Ok((node, None))
+        } else {
+            Err(Corruption::new(node.0, "bad hash-trie child").into())
+        };
+    };
     let owned = owned && !s.is_shared(off)?;
+    shape(slice(s.mem(), off, 1)?[0], off, map, level)?;
     let mut n = Node::read(s.mem(), off, map)?;
     let removed;
     if n.coll {
@@ -538,12 +599,44 @@ pub struct Iter<'m> {
     mem: &'m [u8],
     map: bool,
     stack: Vec<(u64, usize, usize)>, // (node, next entry, next child)
+    budget: u64,                     // nodes it may still enter (see `node_budget`)
     failed: bool,
 }
 
 /// The entries of the trie at `root`.
 pub fn iter(mem: &[u8], root: Word, map: bool) -> Iter<'_> {
-    Iter { mem, map, stack: root.as_ref().map(|o| vec![(o, 0, 0)]).unwrap_or_default(), failed: false }
+    Iter {
+        mem,
+        map,
+        stack: root.as_ref().map(|o| vec![(o, 0, 0)]).unwrap_or_default(),
+        budget: node_budget(mem),
+        failed: false,
+    }
+}
+
+impl Iter<'_> {
+    /// Checks the node on top of the stack when the iteration enters it: its type for its
+    /// level, its maps, and that the iteration has not entered more nodes than the file
+    /// holds.
+    fn enter(&mut self, off: u64, head: &[u8]) -> Result<(), Corruption> {
+        let level = self.stack.len() as u32 - 1;
+        self.budget =
+            self.budget.checked_sub(1).ok_or_else(|| Corruption::new(off, "hash trie repeats its nodes"))?;
+        shape(head[0], off, self.map, level)?;
+        let (nd, nn) = if level >= LEVELS {
+            (get_u32(head, 4) as usize, 0)
+        } else {
+            let (datamap, nodemap) = (get_u16(head, 2), get_u16(head, 4));
+            if datamap & nodemap != 0 {
+                return Err(Corruption::new(off, "hash-trie slot is both entry and child"));
+            }
+            (datamap.count_ones() as usize, nodemap.count_ones() as usize)
+        };
+        if nd > MAX_COLLISIONS || (level > 0 && nd == 0 && nn == 0) {
+            return Err(Corruption::new(off, format!("hash-trie node of {nd} entries and {nn} children")));
+        }
+        Ok(())
+    }
 }
 
 impl Iterator for Iter<'_> {
@@ -567,6 +660,12 @@ impl Iterator for Iter<'_> {
                     return Some(Err(err));
                 }
             };
+            if e == 0 && c == 0 {
+                if let Err(err) = self.enter(off, head) {
+                    self.failed = true;
+                    return Some(Err(err));
+                }
+            }
             let coll = head[0] == ty::MAP_COLLISION || head[0] == ty::SET_COLLISION;
             let (nd, nn, base) = if coll {
                 (get_u32(head, 4) as usize, 0, 16)

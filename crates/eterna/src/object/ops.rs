@@ -115,11 +115,12 @@ fn index_of(key: &Key, len: u64) -> Result<u64, ContainerError> {
         Key::Bool(b) => *b as i64,
         _ => return Err(ContainerError::KeyType { found: key.type_name(), wanted: "list index (int)" }),
     };
-    let j = if i < 0 { i + len as i64 } else { i };
-    if j < 0 || j as u64 >= len {
-        return Err(ContainerError::IndexOutOfRange { index: i, len });
+    // A length past i64 (only a damaged header could say so) leaves no negative index.
+    let j = if i < 0 { i64::try_from(len).ok().and_then(|n| i.checked_add(n)) } else { Some(i) };
+    match j {
+        Some(j) if j >= 0 && (j as u64) < len => Ok(j as u64),
+        _ => Err(ContainerError::IndexOutOfRange { index: i, len }),
     }
-    Ok(j as u64)
 }
 
 fn record_field(mem: &[u8], off: u64, key: &Key) -> Result<Option<usize>, ContainerError> {
@@ -138,6 +139,16 @@ fn record_field(mem: &[u8], off: u64, key: &Key) -> Result<Option<usize>, Contai
         }
     }
     Ok(None)
+}
+
+/// The offset of value slot `i` of the record at `off`, which must have that many: its
+/// field names (another object) may be damaged and name more fields than it has.
+fn record_slot(mem: &[u8], off: u64, i: usize) -> Result<u64, Corruption> {
+    let n = get_u32(slice(mem, off, 8)?, 4) as usize;
+    if i >= n {
+        return Err(Corruption::new(off, format!("record of {n} fields names a field {i}")));
+    }
+    Ok(off + 24 + 8 * i as u64)
 }
 
 /// The word stored under `key` in the container `c`: a dict key, a list or tuple index,
@@ -169,7 +180,7 @@ pub fn container_get(mem: &[u8], seed: u64, c: Word, key: &Key) -> Result<Option
             }
         }
         Some(ty::RECORD) => match record_field(mem, off, key)? {
-            Some(i) => Ok(Some(Word(get_u64(slice(mem, off + 24 + 8 * i as u64, 8)?, 0)))),
+            Some(i) => Ok(Some(Word(get_u64(slice(mem, record_slot(mem, off, i)?, 8)?, 0)))),
             None => Ok(None),
         },
         t => Err(ContainerError::WrongType { found: type_name(t), wanted: "dict, list, tuple or record" }),
@@ -218,13 +229,14 @@ pub fn container_set<S: Store>(
         }
         Some(ty::RECORD) => {
             let i = record_field(s.mem(), off, key)?.ok_or(ContainerError::NotFound)?;
+            let at = (record_slot(s.mem(), off, i)? - off) as usize;
             let size = object_size(s.mem(), off)?;
             let mut img = slice(s.mem(), off, size)?.to_vec();
-            let old = Word(get_u64(&img, 24 + 8 * i));
+            let old = Word(get_u64(&img, at));
             if old == value {
                 return Ok((c, None));
             }
-            put_u64(&mut img, 24 + 8 * i, value.0);
+            put_u64(&mut img, at, value.0);
             Ok((Word::reference(put(s, Some(off), &img, owned)?), Some(old)))
         }
         t => Err(ContainerError::WrongType { found: type_name(t), wanted: "dict, list or record" }),
@@ -251,6 +263,7 @@ fn dict_set<S: Store>(
                 if e[1] == value.0 {
                     return Ok(e);
                 }
+                order_pair(s.mem(), off, &order, &e)?;
                 order.set(s, e[2], &[e[0], value.0], owned)?;
                 Ok([e[0], value.0, e[2]])
             }
@@ -302,6 +315,7 @@ pub fn container_del<S: Store>(
             let len = get_u64(slice(s.mem(), off, DICT_SIZE)?, DICT_LEN);
             let (new_map, removed) = champ::remove(s, map, key.hash(seed), key, true, owned)?;
             let e = removed.ok_or(ContainerError::NotFound)?;
+            order_pair(s.mem(), off, &order, &e)?;
             order.set(s, e[2], &[0, 0], owned)?;
             // A length that does not cover the entry just removed is damage, not a wrap.
             let len =
@@ -330,6 +344,16 @@ pub fn container_del<S: Store>(
         }
         t => Err(ContainerError::WrongType { found: type_name(t), wanted: "dict, list or set" }),
     }
+}
+
+/// Checks that the trie entry `e` (key, value, order index) of the dict at `off` names the
+/// order vector's pair holding the same key and value, before a change overwrites that
+/// pair: a damaged index would otherwise overwrite another entry's pair.
+fn order_pair(mem: &[u8], off: u64, order: &Vector, e: &[u64; 3]) -> Result<(), Corruption> {
+    if e[2] >= order.count || order.get(mem, e[2])? != [e[0], e[1]] {
+        return Err(Corruption::new(off, format!("dict entry at order {} disagrees with its trie", e[2])));
+    }
+    Ok(())
 }
 
 /// Rewrites a dict's order vector without its tombstones, renumbering the map's entries.
@@ -382,7 +406,7 @@ pub fn list_splice<S: Store>(
         return Err(ContainerError::WrongType { found, wanted: "list" });
     };
     let mut r = list_rope(s.mem(), off)?;
-    if start > r.len || start + del > r.len {
+    if !matches!(start.checked_add(del), Some(end) if end <= r.len) {
         return Err(ContainerError::IndexOutOfRange { index: start as i64, len: r.len });
     }
     // Each removal and insertion copies one root-to-leaf path.

@@ -47,7 +47,8 @@ impl Node {
         let b = slice(mem, off, NODE)?;
         let want = if leaf { ty::ROPE_LEAF } else { ty::ROPE_INNER };
         let n = get_u16(b, 2) as usize;
-        if b[0] != want || n > if leaf { LEAF_ITEMS } else { FANOUT } {
+        // A stored node is never empty: a removal drops a node it empties.
+        if b[0] != want || n == 0 || n > if leaf { LEAF_ITEMS } else { FANOUT } {
             return Err(Corruption::new(
                 off,
                 format!("expected a rope node of type {want}, found {} with {n}", b[0]),
@@ -87,12 +88,16 @@ impl Node {
         Ok(Word(put(s, old, &self.image(), owned)?))
     }
 
-    fn total(&self) -> u64 {
+    /// Items under this node (at `off`, for the error): the counts come from the file, so
+    /// their sum may overflow.
+    fn total(&self, off: u64) -> Result<u64, Corruption> {
         if self.leaf {
-            self.n as u64
-        } else {
-            self.counts[..self.n].iter().sum()
+            return Ok(self.n as u64);
         }
+        self.counts[..self.n]
+            .iter()
+            .try_fold(0u64, |t, &c| t.checked_add(c))
+            .ok_or_else(|| Corruption::new(off, "rope counts add up past any length"))
     }
 
     /// The child holding item `i`, and `i` within it.
@@ -152,6 +157,30 @@ impl Rope {
         Rope { root: Word::EMPTY, len: 0, height: 0 }
     }
 
+    /// The rope a list's header at `at` describes, refused if the header alone shows it
+    /// damaged: deeper than any file could need, more items than the file could hold, or
+    /// a root that disagrees with the length.
+    pub fn checked(self, mem: &[u8], at: u64) -> Result<Rope, Corruption> {
+        if self.height > MAX_HEIGHT {
+            return Err(Corruption::new(
+                at,
+                format!("rope of height {} is deeper than any file needs", self.height),
+            ));
+        }
+        // Every leaf is a block of its own holding at most LEAF_ITEMS items.
+        let most = (mem.len() / NODE) as u64 * LEAF_ITEMS as u64;
+        if self.len > most {
+            return Err(Corruption::new(at, format!("list of {} items is larger than its file", self.len)));
+        }
+        if (self.len == 0) != (self.root == Word::EMPTY) {
+            return Err(Corruption::new(
+                at,
+                format!("list of {} items with root {:#x}", self.len, self.root.0),
+            ));
+        }
+        Ok(self)
+    }
+
     fn node(&self, mem: &[u8], w: Word, level: u8) -> Result<(u64, Node), Corruption> {
         let off = w.as_ref().ok_or_else(|| Corruption::new(w.0, "rope path ends early"))?;
         if self.height > MAX_HEIGHT {
@@ -160,27 +189,44 @@ impl Rope {
         Ok((off, Node::read(mem, off, level == 0)?))
     }
 
+    /// The node at `w` on `level`, whose parent (or, for the root, the list's length) says
+    /// it holds `items` items. Checking this on every node a change or a lookup passes
+    /// through keeps each index it derives within the node it indexes.
+    fn node_holding(&self, mem: &[u8], w: Word, level: u8, items: u64) -> Result<(u64, Node), Corruption> {
+        let (off, n) = self.node(mem, w, level)?;
+        let total = n.total(off)?;
+        if total != items {
+            return Err(Corruption::new(
+                off,
+                format!("rope node holds {total} items, its parent says {items}"),
+            ));
+        }
+        Ok((off, n))
+    }
+
     /// The item at `i`.
     pub fn get(&self, mem: &[u8], i: u64) -> Result<Word, Corruption> {
         if i >= self.len {
             return Err(Corruption::new(self.root.0, format!("list index {i} past its length {}", self.len)));
         }
-        let (mut w, mut i) = (self.root, i);
+        let (mut w, mut i, mut items) = (self.root, i, self.len);
         for level in (1..=self.height).rev() {
-            let (off, n) = self.node(mem, w, level)?;
+            let (off, n) = self.node_holding(mem, w, level, items)?;
             let (j, rest) = n.locate(i).ok_or_else(|| Corruption::new(off, "rope counts disagree"))?;
             w = Word(n.words[j]);
+            items = n.counts[j];
             i = rest;
         }
-        let (off, leaf) = self.node(mem, w, 0)?;
-        if i as usize >= leaf.n {
+        let (off, leaf) = self.node_holding(mem, w, 0, items)?;
+        if i >= leaf.n as u64 {
             return Err(Corruption::new(off, "rope counts disagree"));
         }
         Ok(Word(leaf.words[i as usize]))
     }
 
     /// Calls `f` with every item in order and `node` with every node's offset; checks
-    /// that the counts add up.
+    /// that the counts add up. Stops at the first item past the list's length, so that a
+    /// damaged rope whose nodes repeat costs no more than a whole one.
     pub fn walk(
         &self,
         mem: &[u8],
@@ -194,7 +240,8 @@ impl Rope {
                 Err(Corruption::new(self.root.0, "empty list has a root"))
             };
         }
-        let n = self.walk_node(mem, self.root, self.height, f, node)?;
+        let mut seen = 0;
+        let n = self.walk_node(mem, self.root, self.height, &mut seen, f, node)?;
         if n != self.len {
             return Err(Corruption::new(
                 self.root.0,
@@ -209,12 +256,21 @@ impl Rope {
         mem: &[u8],
         w: Word,
         level: u8,
+        seen: &mut u64,
         f: &mut dyn FnMut(Word) -> Result<(), Corruption>,
         node: &mut dyn FnMut(u64) -> Result<(), Corruption>,
     ) -> Result<u64, Corruption> {
         let (off, n) = self.node(mem, w, level)?;
         node(off)?;
         if level == 0 {
+            // At most `len` + 32: no overflow.
+            *seen += n.n as u64;
+            if *seen > self.len {
+                return Err(Corruption::new(
+                    off,
+                    format!("rope holds more items than its list's {}", self.len),
+                ));
+            }
             for &x in &n.words[..n.n] {
                 f(Word(x))?;
             }
@@ -222,10 +278,11 @@ impl Rope {
         }
         let mut total = 0;
         for j in 0..n.n {
-            let got = self.walk_node(mem, Word(n.words[j]), level - 1, f, node)?;
+            let got = self.walk_node(mem, Word(n.words[j]), level - 1, seen, f, node)?;
             if got != n.counts[j] {
                 return Err(Corruption::new(off, "rope child count disagrees with its items"));
             }
+            // Every item counted here was also counted in `seen`, which stays within `len`.
             total += got;
         }
         Ok(total)
@@ -233,8 +290,8 @@ impl Rope {
 
     /// The items in order, one leaf at a time.
     pub fn iter<'m>(&self, mem: &'m [u8]) -> Iter<'m> {
-        let stack = if self.len == 0 { vec![] } else { vec![(self.root, self.height, 0usize)] };
-        Iter { mem, rope: *self, stack, leaf: Vec::new(), pos: 0, failed: false }
+        let stack = if self.len == 0 { vec![] } else { vec![(self.root, self.height, 0usize, self.len)] };
+        Iter { mem, rope: *self, stack, leaf: Vec::new(), pos: 0, loaded: 0, failed: false }
     }
 
     /// Sets the item at `i`.
@@ -242,27 +299,32 @@ impl Rope {
         if i >= self.len {
             return Err(Corruption::new(self.root.0, "list index past its length").into());
         }
-        self.root = self.set_at(s, self.root, self.height, i, item, owned)?;
+        self.root = self.set_at(s, self.root, self.height, i, self.len, item, owned)?;
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn set_at<S: Store>(
         &self,
         s: &mut S,
         w: Word,
         level: u8,
         i: u64,
+        items: u64,
         item: Word,
         owned: bool,
     ) -> Result<Word, StoreError> {
-        let (off, mut n) = self.node(s.mem(), w, level)?;
+        let (off, mut n) = self.node_holding(s.mem(), w, level, items)?;
         let owned = owned && !s.is_shared(off)?;
         if level == 0 {
+            if i >= n.n as u64 {
+                return Err(Corruption::new(off, "rope counts disagree").into());
+            }
             n.words[i as usize] = item.0;
         } else {
             let (j, rest) = n.locate(i).ok_or_else(|| Corruption::new(off, "rope counts disagree"))?;
             let child = Word(n.words[j]);
-            let nc = self.set_at(s, child, level - 1, rest, item, owned)?;
+            let nc = self.set_at(s, child, level - 1, rest, n.counts[j], item, owned)?;
             if nc == child {
                 return Ok(w);
             }
@@ -277,6 +339,9 @@ impl Rope {
             return Err(Corruption::new(self.root.0, "list index past its length").into());
         }
         if self.root == Word::EMPTY {
+            if self.len != 0 {
+                return Err(Corruption::new(0, format!("list of {} items has no rope", self.len)).into());
+            }
             let mut leaf = Node::empty(true);
             leaf.insert_word(0, item.0, 0);
             self.root = leaf.store(s, None, true)?;
@@ -284,7 +349,11 @@ impl Rope {
             self.height = 0;
             return Ok(());
         }
-        match self.insert_at(s, self.root, self.height, i, item, owned)? {
+        let len = self
+            .len
+            .checked_add(1)
+            .ok_or_else(|| Corruption::new(self.root.0, "list length past any count"))?;
+        match self.insert_at(s, self.root, self.height, i, self.len, item, owned)? {
             Changed::One(w, _) => self.root = w,
             Changed::Two((a, ca), (b, cb)) => {
                 let mut root = Node::empty(false);
@@ -295,32 +364,39 @@ impl Rope {
             }
             Changed::Gone => unreachable!("an insert never empties a subtree"),
         }
-        self.len += 1;
+        self.len = len;
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn insert_at<S: Store>(
         &self,
         s: &mut S,
         w: Word,
         level: u8,
         i: u64,
+        items: u64,
         item: Word,
         owned: bool,
     ) -> Result<Changed, StoreError> {
-        let (off, mut n) = self.node(s.mem(), w, level)?;
+        // `i <= items` holds: the caller checked it against the list's length, and each
+        // level below passes an index within (or just past) the child's count.
+        let (off, mut n) = self.node_holding(s.mem(), w, level, items)?;
         let owned = owned && !s.is_shared(off)?;
         if level == 0 {
+            if i > n.n as u64 {
+                return Err(Corruption::new(off, "rope counts disagree").into());
+            }
             n.insert_word(i as usize, item.0, 0);
             return self.finish(s, off, n, owned);
         }
-        // Find the child; an index at the very end goes to the last child.
+        // Find the child; an index at the very end goes to the last child (a stored node
+        // is never empty).
         let (j, rest) = match n.locate(i) {
             Some(x) => x,
-            None if n.n > 0 => (n.n - 1, n.counts[n.n - 1]),
-            None => return Err(Corruption::new(off, "empty inner rope node").into()),
+            None => (n.n - 1, n.counts[n.n - 1]),
         };
-        match self.insert_at(s, Word(n.words[j]), level - 1, rest, item, owned)? {
+        match self.insert_at(s, Word(n.words[j]), level - 1, rest, n.counts[j], item, owned)? {
             Changed::One(c, cnt) => {
                 n.words[j] = c.0;
                 n.counts[j] = cnt;
@@ -339,11 +415,11 @@ impl Rope {
     fn finish<S: Store>(&self, s: &mut S, off: u64, mut n: Node, owned: bool) -> Result<Changed, StoreError> {
         let cap = if n.leaf { LEAF_ITEMS } else { FANOUT };
         if n.n <= cap {
-            let total = n.total();
+            let total = n.total(off)?;
             return Ok(Changed::One(n.store(s, Some(off), owned)?, total));
         }
         let right = n.split();
-        let (ca, cb) = (n.total(), right.total());
+        let (ca, cb) = (n.total(off)?, right.total(off)?);
         let a = n.store(s, Some(off), owned)?;
         let b = right.store(s, None, true)?;
         Ok(Changed::Two((a, ca), (b, cb)))
@@ -355,7 +431,7 @@ impl Rope {
             return Err(Corruption::new(self.root.0, "list index past its length").into());
         }
         let mut removed = Word::EMPTY;
-        match self.remove_at(s, self.root, self.height, i, owned, &mut removed)? {
+        match self.remove_at(s, self.root, self.height, i, self.len, owned, &mut removed)? {
             Changed::One(w, _) => self.root = w,
             Changed::Gone => self.root = Word::EMPTY,
             Changed::Two(..) => unreachable!("a removal never splits"),
@@ -381,23 +457,28 @@ impl Rope {
         Ok(removed)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn remove_at<S: Store>(
         &self,
         s: &mut S,
         w: Word,
         level: u8,
         i: u64,
+        items: u64,
         owned: bool,
         removed: &mut Word,
     ) -> Result<Changed, StoreError> {
-        let (off, mut n) = self.node(s.mem(), w, level)?;
+        let (off, mut n) = self.node_holding(s.mem(), w, level, items)?;
         let owned = owned && !s.is_shared(off)?;
         if level == 0 {
+            if i >= n.n as u64 {
+                return Err(Corruption::new(off, "rope counts disagree").into());
+            }
             *removed = Word(n.words[i as usize]);
             n.remove_word(i as usize);
         } else {
             let (j, rest) = n.locate(i).ok_or_else(|| Corruption::new(off, "rope counts disagree"))?;
-            match self.remove_at(s, Word(n.words[j]), level - 1, rest, owned, removed)? {
+            match self.remove_at(s, Word(n.words[j]), level - 1, rest, n.counts[j], owned, removed)? {
                 Changed::One(c, cnt) => {
                     n.words[j] = c.0;
                     n.counts[j] = cnt;
@@ -410,7 +491,7 @@ impl Rope {
             s.retire(off, owned)?;
             return Ok(Changed::Gone);
         }
-        let total = n.total();
+        let total = n.total(off)?;
         Ok(Changed::One(n.store(s, Some(off), owned)?, total))
     }
 
@@ -438,7 +519,7 @@ impl Rope {
                     inner.counts[k] = c;
                 }
                 inner.n = chunk.len();
-                up.push((inner.store(s, None, true)?.0, inner.total()));
+                up.push((inner.store(s, None, true)?.0, inner.total(0)?));
             }
             level = up;
         }
@@ -447,14 +528,23 @@ impl Rope {
     }
 }
 
-/// An iterator over a rope's items.
+/// An iterator over a rope's items. It yields exactly the list's length in items or ends
+/// with an error: a damaged rope whose nodes repeat cannot make it run longer.
 pub struct Iter<'m> {
     mem: &'m [u8],
     rope: Rope,
-    stack: Vec<(Word, u8, usize)>, // (node, level, next child)
-    leaf: Vec<u64>,                // the current leaf's items
-    pos: usize,                    // next item of `leaf`
+    stack: Vec<(Word, u8, usize, u64)>, // (node, level, next child, items its parent says)
+    leaf: Vec<u64>,                     // the current leaf's items
+    pos: usize,                         // next item of `leaf`
+    loaded: u64,                        // items of the leaves read so far
     failed: bool,
+}
+
+impl Iter<'_> {
+    fn fail(&mut self, e: Corruption) -> Option<Result<Word, Corruption>> {
+        self.failed = true;
+        Some(Err(e))
+    }
 }
 
 impl Iterator for Iter<'_> {
@@ -469,24 +559,38 @@ impl Iterator for Iter<'_> {
                 self.pos += 1;
                 return Some(Ok(Word(self.leaf[self.pos - 1])));
             }
-            let (w, level, next) = self.stack.pop()?;
-            match self.rope.node(self.mem, w, level) {
-                Err(e) => {
-                    self.failed = true;
-                    return Some(Err(e));
+            let Some((w, level, next, items)) = self.stack.pop() else {
+                if self.loaded != self.rope.len {
+                    let what = format!("list says {} items, its rope holds {}", self.rope.len, self.loaded);
+                    return self.fail(Corruption::new(self.rope.root.0, what));
                 }
-                Ok((_, n)) if level == 0 => {
+                return None;
+            };
+            // A node is checked against its parent's count when first entered.
+            let node = if next == 0 {
+                self.rope.node_holding(self.mem, w, level, items)
+            } else {
+                self.rope.node(self.mem, w, level)
+            };
+            match node {
+                Err(e) => return self.fail(e),
+                Ok((off, n)) if level == 0 => {
+                    // At most `len` + 32: no overflow.
+                    self.loaded += n.n as u64;
+                    if self.loaded > self.rope.len {
+                        let what = format!("rope holds more items than its list's {}", self.rope.len);
+                        return self.fail(Corruption::new(off, what));
+                    }
                     self.leaf = n.words[..n.n].to_vec();
                     self.pos = 0;
                 }
                 Ok((_, n)) => {
                     if next < n.n {
-                        self.stack.push((w, level, next + 1));
+                        self.stack.push((w, level, next + 1, items));
                         if self.stack.len() > MAX_HEIGHT as usize + 1 {
-                            self.failed = true;
-                            return Some(Err(Corruption::new(w.0, "rope deeper than any file could hold")));
+                            return self.fail(Corruption::new(w.0, "rope deeper than any file could hold"));
                         }
-                        self.stack.push((Word(n.words[next]), level - 1, 0));
+                        self.stack.push((Word(n.words[next]), level - 1, 0, n.counts[next]));
                     }
                 }
             }

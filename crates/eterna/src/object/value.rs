@@ -223,16 +223,19 @@ pub fn header_word(mem: &[u8], off: u64, at: usize) -> Result<Word, Corruption> 
     Ok(Word(get_u64(slice(mem, off + at as u64, 8)?, 0)))
 }
 
-/// The order vector of the dict at `off`.
+/// The order vector of the dict at `off`, refused if its header is impossible (see
+/// [`Vector::checked`]).
 pub fn dict_order(mem: &[u8], off: u64) -> Result<Vector, Corruption> {
     let b = slice(mem, off, DICT_SIZE)?;
-    Ok(Vector { root: Word(get_u64(b, DICT_ORDER)), count: get_u64(b, DICT_COUNT), depth: b[1], width: 2 })
+    Vector { root: Word(get_u64(b, DICT_ORDER)), count: get_u64(b, DICT_COUNT), depth: b[1], width: 2 }
+        .checked(mem, off)
 }
 
-/// The item rope of the list at `off`.
+/// The item rope of the list at `off`, refused if its header is impossible (see
+/// [`Rope::checked`]).
 pub fn list_rope(mem: &[u8], off: u64) -> Result<Rope, Corruption> {
     let b = slice(mem, off, LIST_SIZE)?;
-    Ok(Rope { root: Word(get_u64(b, LIST_ROOT)), len: get_u64(b, LIST_LEN), height: b[1] })
+    Rope { root: Word(get_u64(b, LIST_ROOT)), len: get_u64(b, LIST_LEN), height: b[1] }.checked(mem, off)
 }
 
 impl<'t> Tuple<'t> {
@@ -268,11 +271,14 @@ impl<'t> List<'t> {
     /// The item at `i` (Python's negative indices count from the end).
     pub fn get(&self, i: i64) -> Result<Option<Value<'t>>, Corruption> {
         let r = self.rope()?;
-        let i = if i < 0 { i + r.len as i64 } else { i };
-        if i < 0 || i as u64 >= r.len {
-            return Ok(None);
+        // The length is bounded by the file's size (`list_rope`), so it fits an i64.
+        let i = if i < 0 { i.checked_add(r.len as i64) } else { Some(i) };
+        match i {
+            Some(i) if i >= 0 && (i as u64) < r.len => {
+                Ok(Some(decode(self.0.cx, r.get(self.0.cx.mem, i as u64)?)?))
+            }
+            _ => Ok(None),
         }
-        Ok(Some(decode(self.0.cx, r.get(self.0.cx.mem, i as u64)?)?))
     }
     /// The items, in order, lazily.
     pub fn iter(&self) -> Result<impl Iterator<Item = Result<Value<'t>, Corruption>> + 't, Corruption> {

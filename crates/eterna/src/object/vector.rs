@@ -32,6 +32,30 @@ impl Vector {
         Vector { root: Word::EMPTY, count: 0, depth: 0, width }
     }
 
+    /// The vector a container's header at `at` describes, refused if the header alone
+    /// shows it damaged: more items than its depth or the file could hold, or a root that
+    /// disagrees with the count.
+    pub fn checked(self, mem: &[u8], at: u64) -> Result<Vector, Corruption> {
+        if !(1..=2).contains(&self.width) {
+            return Err(Corruption::new(at, format!("vector of items {} words wide", self.width)));
+        }
+        // Every leaf is a block of its own.
+        let most = (mem.len() / VEC_NODE) as u64 * self.leaf_items();
+        if self.count > most || self.count > self.capacity(self.depth) {
+            return Err(Corruption::new(
+                at,
+                format!("vector of {} items at depth {} cannot be in this file", self.count, self.depth),
+            ));
+        }
+        if (self.count == 0) != (self.root == Word::EMPTY) {
+            return Err(Corruption::new(
+                at,
+                format!("vector of {} items with root {:#x}", self.count, self.root.0),
+            ));
+        }
+        Ok(self)
+    }
+
     fn leaf_items(&self) -> u64 {
         VEC_SLOTS / self.width as u64
     }
@@ -238,15 +262,23 @@ impl Vector {
 
     /// Appends an item.
     pub fn push<S: Store>(&mut self, s: &mut S, item: &[u64], owned: bool) -> Result<(), StoreError> {
+        let count = self
+            .count
+            .checked_add(1)
+            .ok_or_else(|| Corruption::new(self.root.0, "vector count past any count"))?;
         if self.count == self.capacity(self.depth) && self.count > 0 {
             // Full: a new root above the old one.
-            let mut b = self.blank(self.depth + 1);
+            let depth = self
+                .depth
+                .checked_add(1)
+                .ok_or_else(|| Corruption::new(self.root.0, "vector deeper than any count"))?;
+            let mut b = self.blank(depth);
             put_u64(&mut b, 8, self.root.0);
             self.root = Word(put(s, None, &b, true)?);
-            self.depth += 1;
+            self.depth = depth;
         }
         let i = self.count;
-        self.count += 1;
+        self.count = count;
         self.put_item(s, i, item, owned)
     }
 
