@@ -567,8 +567,8 @@ fn trie_node(
     if datamap & nodemap != 0 {
         return Err(Corruption::new(off, "hash-trie slot is both entry and child"));
     }
-    if level > 0 && datamap == 0 && nodemap == 0 {
-        return Err(Corruption::new(off, "empty hash-trie node below the root"));
+    if datamap == 0 && nodemap == 0 {
+        return Err(Corruption::new(off, "empty hash-trie node (an empty trie is the empty word)"));
     }
     let nn = nodemap.count_ones() as usize;
     let mut i = 0;

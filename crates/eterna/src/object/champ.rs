@@ -307,8 +307,8 @@ fn walk_at(
     shape(slice(mem, off, 1)?[0], off, map, level)?;
     node(off)?;
     let n = Node::read(mem, off, map)?;
-    if level > 0 && n.nd == 0 && n.nn == 0 {
-        return Err(Corruption::new(off, "empty hash-trie node below the root"));
+    if n.nd == 0 && n.nn == 0 {
+        return Err(Corruption::new(off, "empty hash-trie node (an empty trie is the empty word)"));
     }
     for e in n.entries[..n.ew * n.nd].chunks(n.ew) {
         f(e)?;
@@ -616,8 +616,8 @@ pub fn iter(mem: &[u8], root: Word, map: bool) -> Iter<'_> {
 
 impl Iter<'_> {
     /// Checks the node on top of the stack when the iteration enters it: its type for its
-    /// level, its maps, and that the iteration has not entered more nodes than the file
-    /// holds.
+    /// level, its maps (no node is empty: an empty trie is the empty word), and that the
+    /// iteration has not entered more nodes than the file holds.
     fn enter(&mut self, off: u64, head: &[u8]) -> Result<(), Corruption> {
         let level = self.stack.len() as u32 - 1;
         self.budget =
@@ -632,7 +632,7 @@ impl Iter<'_> {
             }
             (datamap.count_ones() as usize, nodemap.count_ones() as usize)
         };
-        if nd > MAX_COLLISIONS || (level > 0 && nd == 0 && nn == 0) {
+        if nd > MAX_COLLISIONS || (nd == 0 && nn == 0) {
             return Err(Corruption::new(off, format!("hash-trie node of {nd} entries and {nn} children")));
         }
         Ok(())

@@ -159,7 +159,7 @@ impl Rope {
 
     /// The rope a list's header at `at` describes, refused if the header alone shows it
     /// damaged: deeper than any file could need, more items than the file could hold, or
-    /// a root that disagrees with the length.
+    /// a root or height that disagrees with the length (an empty list has neither).
     pub fn checked(self, mem: &[u8], at: u64) -> Result<Rope, Corruption> {
         if self.height > MAX_HEIGHT {
             return Err(Corruption::new(
@@ -172,10 +172,10 @@ impl Rope {
         if self.len > most {
             return Err(Corruption::new(at, format!("list of {} items is larger than its file", self.len)));
         }
-        if (self.len == 0) != (self.root == Word::EMPTY) {
+        if (self.len == 0) != (self.root == Word::EMPTY) || (self.len == 0 && self.height != 0) {
             return Err(Corruption::new(
                 at,
-                format!("list of {} items with root {:#x}", self.len, self.root.0),
+                format!("list of {} items with root {:#x} at height {}", self.len, self.root.0, self.height),
             ));
         }
         Ok(self)

@@ -33,8 +33,8 @@ impl Vector {
     }
 
     /// The vector a container's header at `at` describes, refused if the header alone
-    /// shows it damaged: more items than its depth or the file could hold, or a root that
-    /// disagrees with the count.
+    /// shows it damaged: more items than its depth or the file could hold, or a root or
+    /// depth that disagrees with the count (an empty vector has neither).
     pub fn checked(self, mem: &[u8], at: u64) -> Result<Vector, Corruption> {
         if !(1..=2).contains(&self.width) {
             return Err(Corruption::new(at, format!("vector of items {} words wide", self.width)));
@@ -47,10 +47,13 @@ impl Vector {
                 format!("vector of {} items at depth {} cannot be in this file", self.count, self.depth),
             ));
         }
-        if (self.count == 0) != (self.root == Word::EMPTY) {
+        if (self.count == 0) != (self.root == Word::EMPTY) || (self.count == 0 && self.depth != 0) {
             return Err(Corruption::new(
                 at,
-                format!("vector of {} items with root {:#x}", self.count, self.root.0),
+                format!(
+                    "vector of {} items with root {:#x} at depth {}",
+                    self.count, self.root.0, self.depth
+                ),
             ));
         }
         Ok(self)
