@@ -799,7 +799,8 @@ fn probe_flip() {
     if let Ok(out) = std::env::var("ETERNA_SAMPLE_OUT") {
         std::fs::write(out, &p.bytes).unwrap();
     }
-    for spec in std::env::var("ETERNA_FLIP").unwrap_or_default().split(',').filter(|s| !s.is_empty()) {
+    let specs = std::env::var("ETERNA_FLIP").expect("set ETERNA_FLIP=OFFSET:BIT[,OFFSET:BIT...]");
+    for spec in specs.split(',').filter(|s| !s.is_empty()) {
         let (at, bit) = spec.split_once(':').unwrap();
         let at = usize::from_str_radix(at.trim_start_matches("0x"), 16).unwrap();
         let bit: u8 = bit.parse().unwrap();
