@@ -94,24 +94,14 @@ impl State {
                 kind::SMALL => s.scan_small(region, overlay, a)?,
                 kind::LARGE => s.scan_large(region, a)?,
                 kind::HUGE => {
-                    let span = u32::from_le_bytes(region.bytes(base + A_SPAN, 4)?.try_into().expect("4"));
-                    let len = region.u64_at(base + A_LEN)?;
-                    let fits = span >= 1 && a as u64 + span as u64 - 1 <= arenas as u64;
-                    let minimal = len > 0
-                        && len <= span as u64 * ARENA - PAGE
-                        && len + PAGE > (span as u64 - 1) * ARENA;
-                    if !fits || !minimal {
+                    let (span, len) = huge_header(region, a)?;
+                    if !huge_header_fits(a, arenas, span, len) {
                         return Err(Corruption::new(
                             base,
                             format!("huge object of {len} bytes cannot span {span} arenas here"),
                         ));
                     }
-                    s.free_arenas.remove(&a);
-                    s.arenas[a as usize] = Arena { kind: kind::HUGE, span, ..Arena::default() };
-                    for t in a + 1..a + span {
-                        s.free_arenas.remove(&t);
-                        s.arenas[t as usize].kind = TAIL;
-                    }
+                    s.take_huge(a, span);
                     s.live.huge += 1;
                     s.live.blocks += 1;
                     s.live.bytes += huge_usable(span);
@@ -179,19 +169,9 @@ impl State {
                     }
                 }
                 kind::HUGE => {
-                    let span = u32::from_le_bytes(region.bytes(base + A_SPAN, 4)?.try_into().expect("4"));
-                    let len = region.u64_at(base + A_LEN)?;
-                    let fits = span >= 1 && a as u64 + span as u64 - 1 <= arenas as u64;
-                    let minimal = len > 0
-                        && len <= span as u64 * ARENA - PAGE
-                        && len + PAGE > (span as u64 - 1) * ARENA;
-                    if fits && minimal {
-                        s.free_arenas.remove(&a);
-                        s.arenas[a as usize] = Arena { kind: kind::HUGE, span, ..Arena::default() };
-                        for t in a + 1..a + span {
-                            s.free_arenas.remove(&t);
-                            s.arenas[t as usize].kind = TAIL;
-                        }
+                    let (span, len) = huge_header(region, a)?;
+                    if huge_header_fits(a, arenas, span, len) {
+                        s.take_huge(a, span);
                         a += span;
                         continue;
                     }
@@ -207,6 +187,16 @@ impl State {
             a += 1;
         }
         Ok(s)
+    }
+
+    /// Marks arena `a` as the head of a huge object of `span` arenas, and the rest as its tail.
+    fn take_huge(&mut self, a: u32, span: u32) {
+        self.free_arenas.remove(&a);
+        self.arenas[a as usize] = Arena { kind: kind::HUGE, span, ..Arena::default() };
+        for t in a + 1..a + span {
+            self.free_arenas.remove(&t);
+            self.arenas[t as usize].kind = TAIL;
+        }
     }
 
     fn scan_small(&mut self, region: &Region, overlay: &Overlay, a: u32) -> Result<(), Corruption> {
@@ -344,4 +334,19 @@ impl State {
 /// Usable bytes of a huge object spanning `span` arenas.
 pub fn huge_usable(span: u32) -> u64 {
     span as u64 * ARENA - PAGE
+}
+
+/// A huge object's header in arena `a`: its span in arenas and its length in bytes.
+fn huge_header(region: &Region, a: u32) -> Result<(u32, u64), Corruption> {
+    let base = arena_base(a);
+    let span = u32::from_le_bytes(region.bytes(base + A_SPAN, 4)?.try_into().expect("4"));
+    Ok((span, region.u64_at(base + A_LEN)?))
+}
+
+/// Whether a huge object of `len` bytes starting at arena `a` may span `span` of the
+/// file's `arenas` arenas: it stays inside the file and needs every arena it spans.
+fn huge_header_fits(a: u32, arenas: u32, span: u32, len: u64) -> bool {
+    let fits = span >= 1 && a as u64 + span as u64 - 1 <= arenas as u64;
+    let minimal = len > 0 && len <= span as u64 * ARENA - PAGE && len + PAGE > (span as u64 - 1) * ARENA;
+    fits && minimal
 }
