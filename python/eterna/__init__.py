@@ -222,6 +222,16 @@ class _Proxy(_eterna.Proxy):
     def _len(self) -> int:
         return self._read(lambda h: h.len(self._path), one=True)
 
+    def _gone(self, h=None) -> None:
+        """Raises KeyError naming this proxy's path when its container (or one above it) no
+        longer exists; called before a missing member is reported as KeyError, IndexError
+        or AttributeError, which would otherwise blame the member. Reads through `h` when
+        given (inside a write of this proxy's own)."""
+        if h is not None:
+            h.len(self._path)
+        else:
+            self._len()
+
     def _contains(self, key: object) -> bool:
         return self._read(lambda h: h.contains(self._path, key), one=True)
 
@@ -248,6 +258,7 @@ class Dict(_Proxy, MutableMapping):
             try:
                 value = h.unwrap(self._path + (key,), _build)
             except KeyError:
+                self._gone(h)
                 if default is Dict._missing:
                     raise KeyError(key) from None
                 return default
@@ -284,6 +295,7 @@ class Dict(_Proxy, MutableMapping):
         try:
             return self._wrap(self._read(lambda h: h.get(self._path + (key,)), one=True), key)
         except KeyError:
+            self._gone()
             raise KeyError(key) from None
 
     def _setitem(self, key: Any, value: Any) -> None:
@@ -294,6 +306,7 @@ class Dict(_Proxy, MutableMapping):
         try:
             self._write(lambda h: h.delete(self._path + (key,)))
         except KeyError:
+            self._gone()
             raise KeyError(key) from None
 
     def __iter__(self) -> Iterator:
@@ -338,6 +351,7 @@ class List(_Proxy, MutableSequence):
         try:
             return self._wrap(self._read(lambda h: h.get(self._path + (i,)), one=True), i)
         except KeyError:
+            self._gone()
             raise IndexError("list index out of range") from None
 
     def __setitem__(self, i: Any, value: Any) -> None:
@@ -482,7 +496,7 @@ class Set(_Proxy, MutableSet):
             try:
                 h.delete(self._path + (key,))
             except KeyError:
-                pass
+                self._gone(h)
         self._write(op)
 
 
@@ -520,12 +534,14 @@ class Record(_Proxy):
         try:
             return self._wrap(self._read(lambda h: h.get(self._path + (name,)), one=True), name)
         except KeyError:
+            self._gone()
             raise AttributeError(f"record {self.type_name!r} has no field {name!r}") from None
 
     def __setattr__(self, name: str, value: Any) -> None:
         try:
             self._store(name, value)
         except KeyError:
+            self._gone()
             raise AttributeError(f"record {self.type_name!r} has no field {name!r}") from None
 
     def fields(self) -> list[str]:

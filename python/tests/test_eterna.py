@@ -803,6 +803,43 @@ def test_key_errors_say_what_is_wrong(db):
     assert eterna.ReadOnlyError.__module__ == "eterna"
 
 
+def test_a_proxy_whose_container_is_gone_names_the_container_not_the_member(db):
+    db.root["x"] = {"a": 1, "l": [1, 2], "s": {1}, "r": Frob(foo=1, bar=2)}
+    d = db.root["x"]
+    lst, s, r = d["l"], d["s"], d["r"]
+    # While the container exists, a missing member is Python's own error.
+    with pytest.raises(KeyError) as e:
+        d["zz"]
+    assert e.value.args == ("zz",)
+    with pytest.raises(IndexError, match="list index out of range"):
+        lst[9]
+    with pytest.raises(AttributeError, match="no field 'zz'"):
+        r.zz
+    del db.root["x"]
+    gone = 'root\\["x"\\] not found'
+    for op in (
+        lambda: d["a"],
+        lambda: len(d),
+        lambda: "a" in d,
+        lambda: d.pop("a", None),
+        lambda: d.__delitem__("a"),
+        lambda: d.__setitem__("b", 2),
+        lambda: lst[0],
+        lambda: lst.append(3),
+        lambda: s.discard(1),
+        lambda: r.foo,
+    ):
+        with pytest.raises(KeyError, match=gone):
+            op()
+    with db.transaction():
+        with pytest.raises(KeyError, match=gone):
+            d["a"]
+        with pytest.raises(KeyError, match=gone):
+            lst[0]
+    assert "x" not in db.root
+    db.check()
+
+
 def test_extended_slices_sort_with_a_key_and_the_sync_modes(tmp_path):
     for sync in ("commit", "full", "none"):
         with eterna.open(tmp_path / f"heap-{sync}", sync=sync) as db:

@@ -409,7 +409,13 @@ fn resolve(
 ) -> Result<Vec<Key<'static>>, TxnError> {
     let mut path: Vec<Key<'static>> = Vec::new();
     for k in keys {
-        let sequence = read(&path)?.unwrap_or(false);
+        // A path that stops early reads as a dict: `set` creates it, `get` and `del`
+        // report the first missing key.
+        let sequence = match read(&path) {
+            Ok(s) => s.unwrap_or(false),
+            Err(TxnError::NotFound { .. }) => false,
+            Err(e) => return Err(e),
+        };
         match (sequence, k.parse::<i64>()) {
             (true, Ok(i)) => path.push(Key::Int(i)),
             _ => path.push(Key::Str(k.clone().into())),

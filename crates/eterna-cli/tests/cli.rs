@@ -143,7 +143,13 @@ fn get_set_del_dump_round_trip() {
     assert_eq!(all["users"].as_object().unwrap().len(), 1);
     let missing = eterna(&["get", p, "users", "bob"]);
     assert_eq!(missing.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
+    assert_eq!(stderr(&missing), "eterna: root[\"users\"][\"bob\"] not found");
+    // A path that stops early names the first key that is missing.
+    for cmd in ["get", "del"] {
+        let missing = eterna(&[cmd, p, "users", "bob", "tags", "0"]);
+        assert_eq!(missing.status.code(), Some(2));
+        assert_eq!(stderr(&missing), "eterna: root[\"users\"][\"bob\"] not found", "{cmd}");
+    }
     let bad = eterna(&["set", p, "x", "{not json"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(eterna(&["check", p]).status.success());

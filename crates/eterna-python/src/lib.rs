@@ -558,8 +558,10 @@ macro_rules! reads {
     };
 }
 
+/// KeyError for an absent `p`, worded as the core's `NotFound` (a proxy whose container is
+/// gone reads the same whichever call finds out).
 fn not_found(p: &[Key]) -> PyErr {
-    PyKeyError::new_err(eterna::txn::render_path(p))
+    err(TxnError::NotFound { path: eterna::txn::render_path(p) })
 }
 
 /// Carries a value that is not `Send` (a transaction holds a mutex guard) into and out of

@@ -745,7 +745,8 @@ impl ReadTxn<'_> {
         }
     }
 
-    /// The value at `path` (dict keys, list indices, record field names), if present.
+    /// The value at `path` (dict keys, list indices, record field names): `None` when the
+    /// last key is absent; [`TxnError::NotFound`] when a container above it is.
     pub fn get(&self, path: &[Key]) -> Result<Option<Value<'_>>, TxnError> {
         self.this_process()?;
         get_at(self.cx(), self.root, path)
@@ -784,7 +785,7 @@ impl WriteTxn<'_> {
         Err(TxnError::Inherited { what: "write transaction", begun_by: self.heap.pid })
     }
 
-    /// The value at `path` as this transaction sees it.
+    /// The value at `path` as this transaction sees it (absent keys as [`ReadTxn::get`]).
     pub fn get(&self, path: &[Key]) -> Result<Option<Value<'_>>, TxnError> {
         self.this_process()?;
         let w = self.guard.as_ref().expect("a write transaction holds a writer");

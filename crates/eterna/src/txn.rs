@@ -602,7 +602,9 @@ pub fn get_at<'a>(cx: Ctx<'a>, root: Word, path: &[Key]) -> Result<Option<Value<
     }
 }
 
-/// The word at `path` under `root`.
+/// The word at `path` under `root`: `None` when the last key is absent from the container
+/// the rest of the path reaches; `NotFound` naming the first missing key when the path
+/// stops before that container.
 pub fn word_at(mem: &[u8], seed: u64, root: Word, path: &[Key]) -> Result<Option<Word>, TxnError> {
     if root == Word::EMPTY {
         return Ok(None);
@@ -611,7 +613,8 @@ pub fn word_at(mem: &[u8], seed: u64, root: Word, path: &[Key]) -> Result<Option
     for (i, k) in path.iter().enumerate() {
         match container_get(mem, seed, w, k).map_err(|e| container_error(e, &path[..i], Some(k)))? {
             Some(c) => w = c,
-            None => return Ok(None),
+            None if i + 1 == path.len() => return Ok(None),
+            None => return Err(TxnError::NotFound { path: render_path(&path[..=i]) }),
         }
     }
     Ok(Some(w))

@@ -181,6 +181,18 @@ fn snapshots_are_isolated_and_sharing_has_value_semantics() {
     assert_eq!(len(&new, "b"), 2, "b keeps the value a had when it was stored");
     assert_eq!(len(&old, "a"), 2, "an older snapshot never changes");
     assert!(old.get(&[k("b")]).unwrap().is_none());
+    // Absent at the end of the path is `None`; absent before it is an error naming the
+    // first missing key, in a snapshot and in a write transaction alike.
+    match old.get(&[k("b"), Key::Int(0)]) {
+        Err(eterna::TxnError::NotFound { path }) => assert_eq!(path, "root[\"b\"]"),
+        other => panic!("{other:?}"),
+    }
+    let w = heap.write().unwrap();
+    assert!(w.get(&[k("a"), Key::Int(7)]).unwrap().is_none());
+    match w.get(&[k("zz"), k("y"), k("x")]) {
+        Err(eterna::TxnError::NotFound { path }) => assert_eq!(path, "root[\"zz\"]"),
+        other => panic!("{other:?}"),
+    }
 }
 
 /// `try_write_now` begins a transaction only when it can without waiting or taking the
